@@ -1,0 +1,27 @@
+# The two commands of the README. Each creates .venv on a fresh machine, so it is the only step.
+VENV := .venv
+PYTHON := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-quick lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PYTHON) -m si_lightning.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+test: lint
+	$(PYTHON) -m pytest
+
+test-quick: lint
+	$(PYTHON) -m pytest -m "not slow" -x -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,1 @@
+"""si_lightning: stochastic interpolants with PyTorch Lightning."""

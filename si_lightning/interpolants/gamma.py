@@ -1,0 +1,84 @@
+"""Latent-noise coefficients gamma(t) of MATH.md section 1 ([U] Table 8), each with gamma'(t).
+
+Each family has a scale ``a``; ``singular_at_ends`` says whether gamma' blows up at t = 0 and
+t = 1 (the Brownian family is not C^1 there), which shrinks the interpolant's valid interval.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+class Gamma:
+    """gamma(t) >= 0 with gamma(0) = gamma(1) = 0; ``__call__`` returns (gamma, gamma')."""
+
+    singular_at_ends: bool = False
+    is_zero: bool = False
+
+    def __init__(self, scale: float = 1.0) -> None:
+        if not math.isfinite(scale) or scale <= 0:
+            raise ValueError(f"gamma_scale must be a finite number > 0, got {scale!r}")
+        self.scale = float(scale)
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def maximum(self) -> float:
+        """max over t in [0, 1] of gamma(t)."""
+        raise NotImplementedError
+
+
+class Brownian(Gamma):
+    """gamma = sqrt(a t (1 - t)): the Brownian-bridge noise; gamma' = a (1 - 2t) / (2 gamma)."""
+
+    singular_at_ends = True
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        gamma = torch.sqrt(self.scale * t * (1 - t))
+        return gamma, self.scale * (1 - 2 * t) / (2 * gamma)
+
+    def maximum(self) -> float:
+        return math.sqrt(self.scale / 4)
+
+
+class Quadratic(Gamma):
+    """gamma = a t (1 - t); gamma' = a (1 - 2t)."""
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return self.scale * t * (1 - t), self.scale * (1 - 2 * t)
+
+    def maximum(self) -> float:
+        return self.scale / 4
+
+
+class SineSquared(Gamma):
+    """gamma = a sin^2(pi t); gamma' = a pi sin(2 pi t)."""
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return self.scale * torch.sin(math.pi * t) ** 2, self.scale * math.pi * torch.sin(2 * math.pi * t)
+
+    def maximum(self) -> float:
+        return self.scale
+
+
+class Zero(Gamma):
+    """gamma = 0: no latent noise (deterministic or one-sided interpolants)."""
+
+    is_zero = True
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        return torch.zeros_like(t), torch.zeros_like(t)
+
+    def maximum(self) -> float:
+        return 0.0
+
+
+GAMMAS: dict[str, type[Gamma]] = {
+    "brownian": Brownian,
+    "quadratic": Quadratic,
+    "sine-squared": SineSquared,
+    "zero": Zero,
+}

@@ -1,0 +1,182 @@
+"""The stochastic interpolant x_t = alpha x0 + beta x1 + gamma z (MATH.md sections 0-2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from si_lightning.interpolants.broadcast import broadcast_time
+from si_lightning.interpolants.gamma import GAMMAS, Gamma
+from si_lightning.interpolants.schedules import SCHEDULES, Schedule
+from si_lightning.registry import lookup
+
+
+@dataclass(frozen=True)
+class Coefficients:
+    """alpha, beta, gamma and their t-derivatives, each shaped like t (batch,)."""
+
+    alpha: Tensor
+    beta: Tensor
+    gamma: Tensor
+    alpha_dot: Tensor
+    beta_dot: Tensor
+    gamma_dot: Tensor
+
+    def noise_variance(self, gaussian_base: bool) -> Tensor:
+        """alpha_bar^2: the variance of the Gaussian part of x_t (alpha^2 + gamma^2 for a Gaussian base)."""
+        return self.alpha**2 + self.gamma**2 if gaussian_base else self.gamma**2
+
+    def noise_variance_rate(self, gaussian_base: bool) -> Tensor:
+        """alpha_bar alpha_bar' = (1/2) d/dt alpha_bar^2, finite wherever alpha' and gamma gamma' are."""
+        gamma_gamma_dot = torch.where(self.gamma == 0, torch.zeros_like(self.gamma), self.gamma * self.gamma_dot)
+        return self.alpha * self.alpha_dot + gamma_gamma_dot if gaussian_base else gamma_gamma_dot
+
+
+@dataclass(frozen=True)
+class InterpolantSample:
+    """One draw of the interpolant with its regression targets; every tensor is (batch, ...).
+
+    ``noise`` is the Gaussian variable the denoiser predicts: z for a two-sided interpolant,
+    x0 for a one-sided one; ``noise_scale`` (batch,) multiplies it in x_t (gamma or alpha).
+    """
+
+    t: Tensor
+    x_t: Tensor
+    x0: Tensor
+    x1: Tensor
+    z: Tensor
+    velocity: Tensor  # alpha' x0 + beta' x1 + gamma' z, the target of b
+    interpolant_derivative: Tensor  # alpha' x0 + beta' x1, the target of v
+    noise: Tensor
+    noise_scale: Tensor
+
+
+class Interpolant:
+    """x_t = alpha(t) x0 + beta(t) x1 + gamma(t) z with t = 0 the base and t = 1 the data.
+
+    Args:
+        schedule: one of ``SCHEDULES`` (linear, trig, vp-trig, encoder-decoder, one-sided-linear,
+            one-sided-trig, sbdm, mirror).
+        gamma: one of ``GAMMAS`` (brownian, quadratic, sine-squared, zero); None takes the
+            schedule's default.
+        gamma_scale: the scale ``a`` of the gamma family.
+        gaussian_base: x0 ~ N(0, I) independent of x1. Only then do the score and the velocity
+            determine each other (MATH.md section 3); a data-dependent coupling sets it False.
+        endpoint_eps: how far inside [0, 1] the valid interval starts or ends where a
+            coefficient derivative (or, for ``valid_interval(need_score=True)``, the score) is singular.
+    """
+
+    def __init__(
+        self,
+        schedule: str = "linear",
+        gamma: str | None = None,
+        gamma_scale: float = 1.0,
+        gaussian_base: bool = True,
+        endpoint_eps: float = 1e-3,
+    ) -> None:
+        self.schedule_name = schedule
+        self.schedule: Schedule = lookup(SCHEDULES, schedule, "schedule")()
+        self.gamma_name = gamma if gamma is not None else self.schedule.default_gamma
+        self.gamma_family: Gamma = lookup(GAMMAS, self.gamma_name, "gamma")(gamma_scale)
+        self.schedule.check_gamma(self.gamma_name, self.gamma_family.maximum())
+        if self.schedule.one_sided and not gaussian_base:
+            raise ValueError(f"schedule {schedule!r} is one-sided: x0 must be Gaussian (gaussian_base=True)")
+        if not 0 < endpoint_eps < 0.5:
+            raise ValueError(f"endpoint_eps must be in (0, 0.5), got {endpoint_eps!r}")
+        self.gamma_scale = float(gamma_scale)
+        self.gaussian_base = gaussian_base
+        self.endpoint_eps = float(endpoint_eps)
+
+    def __repr__(self) -> str:
+        return (
+            f"Interpolant(schedule={self.schedule_name!r}, gamma={self.gamma_name!r}, "
+            f"gamma_scale={self.gamma_scale}, gaussian_base={self.gaussian_base})"
+        )
+
+    @property
+    def one_sided(self) -> bool:
+        return self.schedule.one_sided
+
+    @property
+    def score_defined(self) -> bool:
+        """Whether x_t has a Gaussian part at all, so that the score is -E[noise | x_t] / noise_scale."""
+        return self.one_sided or not self.gamma_family.is_zero
+
+    @property
+    def conversions_defined(self) -> bool:
+        """Whether b, s, eta_z and eta_1 determine each other (MATH.md section 3)."""
+        return self.score_defined and (self.gaussian_base or self.schedule.base_absent)
+
+    def valid_interval(self, need_score: bool = False) -> tuple[float, float]:
+        """[t_min, t_max] on which the coefficients, their derivatives and (if asked) the score are finite."""
+        eps = self.endpoint_eps
+        singular_start = self.schedule.singular_at_start or self.gamma_family.singular_at_ends
+        singular_end = self.schedule.singular_at_end or self.gamma_family.singular_at_ends
+        if need_score:
+            # The Gaussian part of x_t vanishes at t = 1; at t = 0, gamma = 0 (two-sided) or
+            # beta = 0 makes the conversions s <-> b and s <-> eta_1 divide by zero.
+            singular_start = singular_end = True
+        return (eps if singular_start else 0.0, 1 - eps if singular_end else 1.0)
+
+    def coefficients(self, t: Tensor) -> Coefficients:
+        """alpha, beta, gamma and derivatives at t, each shaped like t."""
+        gamma, gamma_dot = self.gamma_family(t)
+        alpha, beta, alpha_dot, beta_dot = self.schedule(t, gamma, gamma_dot)
+        return Coefficients(alpha, beta, gamma, alpha_dot, beta_dot, gamma_dot)
+
+    def noise_scale(self, coefficients: Coefficients) -> Tensor:
+        """The factor of the Gaussian variable the denoiser predicts: alpha (one-sided) or gamma."""
+        return coefficients.alpha if self.one_sided else coefficients.gamma
+
+    def check_time(self, t: Tensor, need_score: bool = False) -> None:
+        """Raise a ValueError naming the first t outside [0, 1] or outside the valid interval."""
+        t_min, t_max = self.valid_interval(need_score)
+        bad = (t < t_min) | (t > t_max) | ~torch.isfinite(t)
+        if bool(bad.any()):
+            value = float(t[bad].flatten()[0])
+            where = "[0, 1]" if not 0 <= value <= 1 else f"the valid interval [{t_min}, {t_max}] of {self!r}"
+            raise ValueError(f"t = {value!r} is outside {where}")
+
+    def sample(self, x0: Tensor, x1: Tensor, t: Tensor, z: Tensor | None = None) -> InterpolantSample:
+        """Draw x_t and its regression targets.
+
+        Args:
+            x0: base samples (batch, ...); for one-sided schedules the Gaussian noise.
+            x1: data samples, same shape as x0.
+            t: times (batch,) inside ``valid_interval()``.
+            z: latent noise like x0; drawn with ``torch.randn_like`` when None.
+        """
+        if x0.shape != x1.shape:
+            raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
+        if z is None:
+            z = torch.randn_like(x0)
+        elif z.shape != x0.shape:
+            raise ValueError(f"z must have the shape of x0 {tuple(x0.shape)}, got {tuple(z.shape)}")
+        self.check_time(t)
+        c = self.coefficients(t)
+        alpha, beta, gamma = (broadcast_time(v, x0) for v in (c.alpha, c.beta, c.gamma))
+        alpha_dot, beta_dot, gamma_dot = (broadcast_time(v, x0) for v in (c.alpha_dot, c.beta_dot, c.gamma_dot))
+        derivative = alpha_dot * x0 + beta_dot * x1
+        if self.gamma_family.is_zero:
+            x_t, velocity = alpha * x0 + beta * x1, derivative
+        else:
+            x_t, velocity = alpha * x0 + beta * x1 + gamma * z, derivative + gamma_dot * z
+        return InterpolantSample(
+            t=t,
+            x_t=x_t,
+            x0=x0,
+            x1=x1,
+            z=z,
+            velocity=velocity,
+            interpolant_derivative=derivative,
+            noise=x0 if self.one_sided else z,
+            noise_scale=self.noise_scale(c),
+        )
+
+    def antithetic(self, sample: InterpolantSample) -> InterpolantSample:
+        """The twin draw with the Gaussian noise negated ([U] section 6.1): x_t^- = I - gamma z."""
+        if self.one_sided:
+            return self.sample(-sample.x0, sample.x1, sample.t, sample.z)
+        return self.sample(sample.x0, sample.x1, sample.t, -sample.z)

@@ -1,0 +1,118 @@
+"""What a network predicts, its square loss (MATH.md section 2), and how it becomes b and s.
+
+A ``Prediction`` turns a network output into the velocity b(t, x) and the score s(t, x) through
+the conversions of MATH.md section 3, so a model that predicts the denoiser still samples with
+an ODE. ``velocity+denoiser`` outputs two fields (v, eta_z) stacked along dimension 1.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from si_lightning.interpolants import conversions
+from si_lightning.interpolants.broadcast import broadcast_time
+from si_lightning.interpolants.interpolant import Interpolant, InterpolantSample
+
+
+def mean_square(error: Tensor) -> Tensor:
+    """Per-sample mean of error^2 over every non-batch dimension: (batch, ...) -> (batch,)."""
+    return error.pow(2).flatten(1).mean(dim=1)
+
+
+class Prediction:
+    """A named regression target; ``outputs`` is how many data-shaped fields the network emits."""
+
+    outputs: int = 1
+    needs_score_interval: bool = True  # b from this prediction is singular where beta = 0 or alpha_bar = 0
+
+    def loss(self, output: Tensor, sample: InterpolantSample) -> Tensor:
+        """Per-sample square loss (batch,) of ``output`` at ``sample.x_t``."""
+        raise NotImplementedError
+
+    def velocity(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        return conversions.velocity_from_score(interpolant, t, x, self.score(interpolant, t, x, output))
+
+    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def split(self, output: Tensor) -> tuple[Tensor, ...]:
+        """Split a network output (batch, outputs * C, ...) into ``outputs`` fields (batch, C, ...)."""
+        return tuple(output.chunk(self.outputs, dim=1)) if self.outputs > 1 else (output,)
+
+
+class Velocity(Prediction):
+    """b_hat with L_b = |b_hat - (alpha' x0 + beta' x1 + gamma' z)|^2."""
+
+    needs_score_interval = False
+
+    def loss(self, output: Tensor, sample: InterpolantSample) -> Tensor:
+        return mean_square(output - sample.velocity)
+
+    def velocity(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        return output
+
+    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        return conversions.score_from_velocity(interpolant, t, x, output)
+
+
+class VelocityDenoiser(Prediction):
+    """(v_hat, eta_hat) with L_v + L_eta; b = v + gamma' eta_z and s = -eta_z / gamma for any coupling."""
+
+    outputs = 2
+    needs_score_interval = False
+
+    def loss(self, output: Tensor, sample: InterpolantSample) -> Tensor:
+        drift, denoiser = self.split(output)
+        return mean_square(drift - sample.interpolant_derivative) + mean_square(denoiser - sample.noise)
+
+    def velocity(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        drift, denoiser = self.split(output)
+        return conversions.velocity_from_drift_and_denoiser(interpolant, t, x, drift, denoiser)
+
+    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        return conversions.score_from_denoiser(interpolant, t, x, self.split(output)[1])
+
+
+class Score(Prediction):
+    """s_hat with L_s = |noise_scale s_hat + noise|^2 (gamma two-sided, alpha one-sided)."""
+
+    def loss(self, output: Tensor, sample: InterpolantSample) -> Tensor:
+        return mean_square(broadcast_time(sample.noise_scale, output) * output + sample.noise)
+
+    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        return output
+
+
+class Denoiser(Prediction):
+    """eta_hat = E[noise | x_t] with L_eta = |eta_hat - noise|^2."""
+
+    def loss(self, output: Tensor, sample: InterpolantSample) -> Tensor:
+        return mean_square(output - sample.noise)
+
+    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        return conversions.score_from_denoiser(interpolant, t, x, output)
+
+
+class Data(Prediction):
+    """eta1_hat = E[x1 | x_t] with L_x1 = |eta1_hat - x1|^2."""
+
+    def loss(self, output: Tensor, sample: InterpolantSample) -> Tensor:
+        return mean_square(output - sample.x1)
+
+    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        return conversions.score_from_data(interpolant, t, x, output)
+
+
+PREDICTIONS: dict[str, type[Prediction]] = {
+    "velocity": Velocity,
+    "velocity+denoiser": VelocityDenoiser,
+    "score": Score,
+    "denoiser": Denoiser,
+    "data": Data,
+}
+
+
+def stack_fields(*fields: Tensor) -> Tensor:
+    """The inverse of ``Prediction.split``: concatenate fields along dimension 1."""
+    return torch.cat(fields, dim=1)

@@ -1,0 +1,156 @@
+"""The (alpha, beta) schedules of MATH.md section 1, each with closed-form derivatives.
+
+Convention (MATH.md section 0): x_t = alpha x0 + beta x1 + gamma z, t = 0 base, t = 1 data,
+alpha(0) = beta(1) = 1, alpha(1) = beta(0) = 0. A schedule may depend on gamma (vp-trig) and
+declares which gamma families it accepts, whether x0 must be a standard Gaussian (one-sided),
+and where its own derivatives are singular.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+
+class AlphaBeta(NamedTuple):
+    alpha: Tensor
+    beta: Tensor
+    alpha_dot: Tensor
+    beta_dot: Tensor
+
+
+class Schedule:
+    """alpha(t), beta(t) and their derivatives; ``gamma``/``gamma_dot`` are passed for vp-trig."""
+
+    one_sided: bool = False  # x0 ~ N(0, I) is the noise and gamma must be zero
+    base_absent: bool = False  # alpha == 0: x0 never enters x_t (mirror)
+    default_gamma: str = "zero"
+    allowed_gammas: tuple[str, ...] | None = None  # None: any family
+    singular_at_start: bool = False  # alpha' or beta' infinite at t = 0
+    singular_at_end: bool = False  # alpha' or beta' infinite at t = 1
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+        raise NotImplementedError
+
+    def check_gamma(self, name: str, maximum: float) -> None:
+        """Raise a ValueError when the gamma family ``name`` with max value ``maximum`` is not allowed."""
+        if self.allowed_gammas is not None and name not in self.allowed_gammas:
+            raise ValueError(f"schedule {self.name!r} needs gamma in {list(self.allowed_gammas)}, got gamma={name!r}")
+
+    @property
+    def name(self) -> str:
+        return next(key for key, value in SCHEDULES.items() if value is type(self))
+
+
+class Linear(Schedule):
+    """alpha = 1 - t, beta = t ([U] Table 4; not the "alpha = t" typo of [U] eq 4.9)."""
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+        return AlphaBeta(1 - t, t, -torch.ones_like(t), torch.ones_like(t))
+
+
+class Trig(Schedule):
+    """alpha = cos(pi t / 2), beta = sin(pi t / 2) (GVP in [SiT] when gamma = 0)."""
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+        angle = math.pi * t / 2
+        return AlphaBeta(
+            torch.cos(angle), torch.sin(angle), -math.pi / 2 * torch.sin(angle), math.pi / 2 * torch.cos(angle)
+        )
+
+
+class VPTrig(Schedule):
+    """alpha = sqrt(1 - gamma^2) cos(pi t/2), beta = sqrt(1 - gamma^2) sin(pi t/2).
+
+    alpha^2 + beta^2 + gamma^2 = 1; d/dt sqrt(1 - gamma^2) = -gamma gamma' / sqrt(1 - gamma^2),
+    finite even for the Brownian gamma since gamma gamma' = a (1 - 2t) / 2.
+    """
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+        root = torch.sqrt(1 - gamma**2)
+        gamma_gamma_dot = torch.where(gamma == 0, torch.zeros_like(gamma), gamma * gamma_dot)
+        root_dot = -gamma_gamma_dot / root
+        angle = math.pi * t / 2
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        return AlphaBeta(
+            root * cos,
+            root * sin,
+            root_dot * cos - root * math.pi / 2 * sin,
+            root_dot * sin + root * math.pi / 2 * cos,
+        )
+
+    def check_gamma(self, name: str, maximum: float) -> None:
+        if maximum >= 1:
+            raise ValueError(f"schedule 'vp-trig' needs gamma < 1 on [0, 1], got max gamma = {maximum:.4g}")
+
+
+class EncoderDecoder(Schedule):
+    """alpha = cos^2(pi t) on [0, 1/2), beta = cos^2(pi t) on (1/2, 1], gamma = sin^2(pi t): x_{1/2} = z."""
+
+    default_gamma = "sine-squared"
+    allowed_gammas = ("sine-squared",)
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+        value = torch.cos(math.pi * t) ** 2
+        slope = -math.pi * torch.sin(2 * math.pi * t)
+        first_half = t < 0.5
+        zero = torch.zeros_like(t)
+        return AlphaBeta(
+            torch.where(first_half, value, zero),
+            torch.where(t > 0.5, value, zero),
+            torch.where(first_half, slope, zero),
+            torch.where(t > 0.5, slope, zero),
+        )
+
+
+class OneSidedLinear(Linear):
+    """alpha = 1 - t multiplying a Gaussian x0, beta = t, gamma = 0."""
+
+    one_sided = True
+    allowed_gammas = ("zero",)
+
+
+class OneSidedTrig(Trig):
+    """alpha = cos(pi t / 2) multiplying a Gaussian x0, beta = sin(pi t / 2), gamma = 0."""
+
+    one_sided = True
+    allowed_gammas = ("zero",)
+
+
+class ScoreBasedDiffusion(Schedule):
+    """sbdm / VP: alpha = sqrt(1 - t^2), beta = t, gamma = 0; alpha' = -t / alpha is singular at t = 1."""
+
+    one_sided = True
+    allowed_gammas = ("zero",)
+    singular_at_end = True
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+        alpha = torch.sqrt(1 - t**2)
+        return AlphaBeta(alpha, t, -t / alpha, torch.ones_like(t))
+
+
+class Mirror(Schedule):
+    """alpha = 0 (x0 = x1), beta = 1, gamma > 0: rho0 = rho1 and b = gamma' eta_z."""
+
+    base_absent = True
+    default_gamma = "brownian"
+    allowed_gammas = ("brownian", "quadratic", "sine-squared")
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+        zero = torch.zeros_like(t)
+        return AlphaBeta(zero, torch.ones_like(t), zero, zero)
+
+
+SCHEDULES: dict[str, type[Schedule]] = {
+    "linear": Linear,
+    "trig": Trig,
+    "vp-trig": VPTrig,
+    "encoder-decoder": EncoderDecoder,
+    "one-sided-linear": OneSidedLinear,
+    "one-sided-trig": OneSidedTrig,
+    "sbdm": ScoreBasedDiffusion,
+    "mirror": Mirror,
+}
