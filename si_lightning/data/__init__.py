@@ -1,0 +1,16 @@
+"""LightningDataModules that hand the module coupled batches Batch(x0, x1, cond)."""
+
+from si_lightning.data.base import CoupledDataModule
+from si_lightning.data.digits import DigitsDataModule
+from si_lightning.data.images import IMAGE_DATASETS, ImageDataModule
+from si_lightning.data.toys import TOYS, ToyDataModule, ToyDistribution
+
+__all__ = [
+    "IMAGE_DATASETS",
+    "TOYS",
+    "CoupledDataModule",
+    "DigitsDataModule",
+    "ImageDataModule",
+    "ToyDataModule",
+    "ToyDistribution",
+]
