@@ -1,0 +1,44 @@
+"""ODE and SDE samplers, encoding and likelihood (MATH.md sections 4-5): plain PyTorch, no Lightning.
+
+Every sampler drives a ``Fields`` object (velocity and, where needed, score), so a trained network
+(``NetworkFields``, any prediction through the conversions) and the Gaussian-mixture oracle
+(``OracleFields``, or the oracle itself) run through the same code.
+"""
+
+from si_lightning.sampling.diffusion import DIFFUSIONS, Diffusion
+from si_lightning.sampling.divergence import DIVERGENCES, PROBES
+from si_lightning.sampling.fields import Fields, NetworkFields, OracleFields, as_fields
+from si_lightning.sampling.grids import GRIDS, TimeGrid
+from si_lightning.sampling.guidance import GuidedFields
+from si_lightning.sampling.likelihood import LikelihoodResult, bits_per_dim, log_likelihood, sde_log_likelihood
+from si_lightning.sampling.ode import ODESampler, SampleResult
+from si_lightning.sampling.sde import LAST_STEPS, SDE_METHODS, SDESampler
+from si_lightning.sampling.seeds import NoiseSource, base_noise, generators_from_seeds
+from si_lightning.sampling.solvers import ODE_METHODS
+
+__all__ = [
+    "DIFFUSIONS",
+    "DIVERGENCES",
+    "GRIDS",
+    "LAST_STEPS",
+    "ODE_METHODS",
+    "PROBES",
+    "SDE_METHODS",
+    "Diffusion",
+    "Fields",
+    "GuidedFields",
+    "LikelihoodResult",
+    "NetworkFields",
+    "NoiseSource",
+    "ODESampler",
+    "OracleFields",
+    "SDESampler",
+    "SampleResult",
+    "TimeGrid",
+    "as_fields",
+    "base_noise",
+    "bits_per_dim",
+    "generators_from_seeds",
+    "log_likelihood",
+    "sde_log_likelihood",
+]

@@ -1,0 +1,109 @@
+"""Diffusion coefficients eps(t) >= 0 of the generative SDEs (MATH.md section 4), each times a scale c.
+
+eps is chosen after training; every family depends on t only (through the interpolant for sbdm
+and sigma), so a sampler evaluates it once on its whole time grid and checks it there. With
+alpha_bar^2 the variance of the Gaussian part of x_t (alpha^2 + gamma^2 for a Gaussian base):
+
+    constant                eps = c
+    sbdm                    eps = c (alpha_bar^2 beta' / beta - alpha_bar alpha_bar')   (KL-optimal, one-sided)
+    sigma                   eps = c alpha_bar                                         (the noise coefficient)
+    linear                  eps = c (1 - t)
+    decreasing              eps = c (1 + cos(pi t))^2 / 4                             (c at t = 0, 0 at t = 1)
+    increasing-decreasing   eps = c sin^2(pi t)
+
+sbdm grows like c / t near t = 0 (beta -> 0): start the SDE away from 0 or use a grid dense there.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from si_lightning.interpolants import Interpolant
+from si_lightning.sampling.checks import non_negative_float
+
+
+class Diffusion:
+    """eps(t) = scale * shape(t); ``needs_interpolant`` marks families defined through alpha, beta."""
+
+    needs_interpolant: bool = False
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = non_negative_float("diffusion scale", scale)
+
+    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor:
+        raise NotImplementedError
+
+    def __call__(self, t: Tensor, interpolant: Interpolant | None = None) -> Tensor:
+        """eps(t) for t of any shape."""
+        if self.needs_interpolant and interpolant is None:
+            raise ValueError(f"diffusion {self.name!r} is defined through the interpolant; the fields carry none")
+        return self.scale * self.shape(t, interpolant)
+
+    @property
+    def name(self) -> str:
+        return next(key for key, value in DIFFUSIONS.items() if value is type(self))
+
+    def on_grid(self, grid: Tensor, interpolant: Interpolant | None) -> Tensor:
+        """eps on a time grid (n,), checked finite and >= 0 with one host sync."""
+        values = self(grid, interpolant)
+        bad = ~torch.isfinite(values) | (values < 0)
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0, 0])
+            raise ValueError(
+                f"diffusion {self.name!r} (scale {self.scale}) gives eps = {float(values[index])!r} at "
+                f"t = {float(grid[index]):.6g}; eps(t) must be finite and >= 0 on the integration interval"
+            )
+        return values
+
+
+class Constant(Diffusion):
+    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor:
+        return torch.ones_like(t)
+
+
+class ScoreBasedDiffusion(Diffusion):
+    """alpha_bar^2 beta'/beta - alpha_bar alpha_bar' (MATH.md section 3's coefficient of s in b)."""
+
+    needs_interpolant = True
+
+    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor:
+        c = interpolant.coefficients(t)
+        gaussian = interpolant.gaussian_base
+        return c.noise_variance(gaussian) * c.beta_dot / c.beta - c.noise_variance_rate(gaussian)
+
+
+class Sigma(Diffusion):
+    """alpha_bar = sqrt(alpha^2 + gamma^2) (Gaussian base), alpha (one-sided) or gamma (data-dependent base)."""
+
+    needs_interpolant = True
+
+    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor:
+        return interpolant.coefficients(t).noise_variance(interpolant.gaussian_base).sqrt()
+
+
+class Linear(Diffusion):
+    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor:
+        return 1 - t
+
+
+class Decreasing(Diffusion):
+    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor:
+        return 0.25 * (1 + torch.cos(math.pi * t)) ** 2
+
+
+class IncreasingDecreasing(Diffusion):
+    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor:
+        return torch.sin(math.pi * t) ** 2
+
+
+DIFFUSIONS: dict[str, type[Diffusion]] = {
+    "constant": Constant,
+    "sbdm": ScoreBasedDiffusion,
+    "sigma": Sigma,
+    "linear": Linear,
+    "decreasing": Decreasing,
+    "increasing-decreasing": IncreasingDecreasing,
+}

@@ -1,0 +1,246 @@
+"""Generative SDEs (MATH.md section 4) with a chosen diffusion coefficient eps(t).
+
+    forward  (base -> data):  dX = (b + eps s) dt + sqrt(2 eps) dW,     t from t_start up to t_end
+    backward (data -> base):  dY = (b - eps s) dt + sqrt(2 eps) dW^B,   t from t_end down to t_start
+
+Integrated by Euler-Maruyama or stochastic Heun on a time grid. The forward SDE stops at
+t_end - h (h = ``last_step_size``) and takes one last step ([SiT]): ``mean`` x + h b_F,
+``tweedie`` E[x1 | x_t], ``euler`` x + h b, or ``none`` (x at t_end - h as is; h = 0 integrates the
+SDE to t_end). No host sync per step: a NaN or inf is recorded on the device and reported at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from si_lightning.condition import Condition
+from si_lightning.registry import lookup
+from si_lightning.sampling.checks import (
+    batch_time,
+    check_condition,
+    check_data,
+    check_interval_argument,
+    non_negative_float,
+    positive_int,
+    resolve_interval,
+)
+from si_lightning.sampling.diffusion import DIFFUSIONS
+from si_lightning.sampling.fields import CountedFields, Fields, as_fields
+from si_lightning.sampling.grids import GRIDS
+from si_lightning.sampling.ode import SampleResult
+from si_lightning.sampling.seeds import GeneratorArgument, NoiseSource, Seeds
+from si_lightning.sampling.solvers import FiniteMonitor
+
+Drift = Callable[[Tensor, Tensor, Tensor], Tensor]  # (t 0-d, x, eps 0-d) -> b +- eps s
+
+
+class SDEMethod:
+    """One step from t to t_next with Brownian increment sqrt(|h|) * noise (noise ~ N(0, I))."""
+
+    def step(
+        self, drift: Drift, t: Tensor, t_next: Tensor, x: Tensor, eps: Tensor, eps_next: Tensor, noise: Tensor
+    ) -> Tensor:
+        raise NotImplementedError
+
+
+class EulerMaruyama(SDEMethod):
+    """x + h f(t, x) + sqrt(2 eps(t) |h|) xi: one evaluation per step."""
+
+    def step(
+        self, drift: Drift, t: Tensor, t_next: Tensor, x: Tensor, eps: Tensor, eps_next: Tensor, noise: Tensor
+    ) -> Tensor:
+        step = t_next - t
+        return x + step * drift(t, x, eps) + torch.sqrt(2 * eps * step.abs()) * noise
+
+
+class StochasticHeun(SDEMethod):
+    """Heun for additive noise: predictor x + h f + sigma dW, corrector with averaged f and sigma.
+
+    sigma = sqrt(2 eps); strong order 1 for noise that does not depend on x. Two evaluations per step.
+    """
+
+    def step(
+        self, drift: Drift, t: Tensor, t_next: Tensor, x: Tensor, eps: Tensor, eps_next: Tensor, noise: Tensor
+    ) -> Tensor:
+        step = t_next - t
+        increment = torch.sqrt(step.abs()) * noise
+        sigma, sigma_next = torch.sqrt(2 * eps), torch.sqrt(2 * eps_next)
+        slope = drift(t, x, eps)
+        predicted = x + step * slope + sigma * increment
+        corrected_slope = drift(t_next, predicted, eps_next)
+        return x + 0.5 * step * (slope + corrected_slope) + 0.5 * (sigma + sigma_next) * increment
+
+
+SDE_METHODS: dict[str, type[SDEMethod]] = {"euler-maruyama": EulerMaruyama, "heun": StochasticHeun}
+
+
+class LastStep:
+    """The final move from the stopping time t to t_end = t + h (``needs_data``: uses E[x1 | x_t])."""
+
+    needs_data: bool = False
+
+    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
+        raise NotImplementedError
+
+
+class MeanStep(LastStep):
+    """x + h b_F(t, x) = x + h (b + eps s): the SDE step without its noise."""
+
+    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
+        velocity, score = fields.velocity_and_score(batch_time(t, x.shape[0]), x, cond)
+        return x + step * (velocity + eps * score)
+
+
+class TweedieStep(LastStep):
+    """E[x1 | x_t = x] = (x + alpha_bar^2 s) / beta: the posterior mean of the data."""
+
+    needs_data = True
+
+    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
+        return fields.data(batch_time(t, x.shape[0]), x, cond)
+
+
+class EulerStep(LastStep):
+    """x + h b(t, x): the probability-flow ODE step."""
+
+    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
+        return x + step * fields.velocity(batch_time(t, x.shape[0]), x, cond)
+
+
+class NoLastStep(LastStep):
+    """x at the stopping time, as is."""
+
+    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
+        return x
+
+
+LAST_STEPS: dict[str, type[LastStep]] = {
+    "mean": MeanStep,
+    "tweedie": TweedieStep,
+    "euler": EulerStep,
+    "none": NoLastStep,
+}
+
+
+class SDESampler:
+    """Euler-Maruyama or stochastic Heun for the forward (``sample``) and backward (``encode``) SDE.
+
+    Args:
+        steps: number of SDE steps (the last step, if any, comes on top).
+        method: one of ``SDE_METHODS`` (euler-maruyama, heun).
+        diffusion: one of ``DIFFUSIONS``: constant, sbdm, sigma, linear, decreasing, increasing-decreasing.
+        scale: c >= 0 multiplying the diffusion family.
+        last_step: one of ``LAST_STEPS`` (mean, tweedie, euler, none).
+        last_step_size: h >= 0: the forward SDE stops at t_end - h; must be > 0 unless last_step is none.
+        grid: one of ``GRIDS`` (uniform, cosine).
+        interval: (t_start, t_end) inside the fields' score interval; None takes the whole of it.
+    """
+
+    def __init__(
+        self,
+        steps: int = 250,
+        method: str = "euler-maruyama",
+        diffusion: str = "sbdm",
+        scale: float = 1.0,
+        last_step: str = "mean",
+        last_step_size: float = 0.04,
+        grid: str = "uniform",
+        interval: tuple[float, float] | None = None,
+    ) -> None:
+        self.steps = positive_int("steps", steps)
+        self.method_name, self.method = method, lookup(SDE_METHODS, method, "SDE method")()
+        self.diffusion = lookup(DIFFUSIONS, diffusion, "diffusion")(scale)
+        self.last_step_name, self.last_step = last_step, lookup(LAST_STEPS, last_step, "last step")()
+        self.last_step_size = non_negative_float("last_step_size", last_step_size)
+        if self.last_step_size == 0 and last_step != "none":
+            raise ValueError(f"last_step_size must be > 0 with last_step={last_step!r}, got {last_step_size!r}")
+        self.grid_name, self.grid = grid, lookup(GRIDS, grid, "time grid")()
+        self.interval = check_interval_argument(interval)
+
+    def __repr__(self) -> str:
+        return (
+            f"SDESampler(steps={self.steps}, method={self.method_name!r}, diffusion={self.diffusion.name!r}, "
+            f"scale={self.diffusion.scale}, last_step={self.last_step_name!r}, last_step_size={self.last_step_size})"
+        )
+
+    def sample(
+        self,
+        fields: Fields,
+        x0: Tensor,
+        cond: Condition | None = None,
+        generator: GeneratorArgument = None,
+        seeds: Seeds | None = None,
+    ) -> SampleResult:
+        """X at t_end from X_{t_start} = x0 (batch, ...) by the forward SDE and the last step.
+
+        ``seeds`` (one int per sample) make the result independent of the batch size; a single
+        ``generator`` makes it reproducible for this batch only; a list of generators acts per sample.
+        """
+        return self._run(fields, check_data("x0", x0), cond, generator, seeds, forward=True)
+
+    def encode(
+        self,
+        fields: Fields,
+        x1: Tensor,
+        cond: Condition | None = None,
+        generator: GeneratorArgument = None,
+        seeds: Seeds | None = None,
+    ) -> SampleResult:
+        """Y at t_start from Y_{t_end} = x1 by the backward SDE (drift b_B = b - eps s); no last step."""
+        return self._run(fields, check_data("x1", x1), cond, generator, seeds, forward=False)
+
+    def _run(
+        self,
+        fields: Fields,
+        x: Tensor,
+        cond: Condition | None,
+        generator: GeneratorArgument,
+        seeds: Seeds | None,
+        forward: bool,
+    ) -> SampleResult:
+        counted = CountedFields(as_fields(fields))
+        check_score(counted, repr(self))
+        if forward and self.last_step.needs_data and not counted.has_data:
+            raise ValueError(f"last_step='tweedie' needs E[x1 | x_t], which {counted!r} does not provide")
+        cond = check_condition(cond, x.shape[0])
+        noise = NoiseSource.create(x.shape[0], x.device, generator, seeds, stream="sde")
+        start, end = resolve_interval(counted, self.interval, need_score=True, who=repr(self))
+        stop = end - self.last_step_size if forward else end
+        if stop <= start:
+            raise ValueError(f"last_step_size = {self.last_step_size!r} leaves no room for the SDE on [{start}, {end}]")
+        first, last = (start, stop) if forward else (end, start)
+        grid = self.grid(first, last, self.steps, device=x.device, dtype=x.dtype)
+        eps = self.diffusion.on_grid(grid, counted.interpolant)
+        direction = 1.0 if forward else -1.0
+
+        def drift(t: Tensor, state: Tensor, eps_t: Tensor) -> Tensor:
+            velocity, score = counted.velocity_and_score(batch_time(t, state.shape[0]), state, cond)
+            return velocity + direction * eps_t * score
+
+        monitor = FiniteMonitor(x.device)
+        for index in range(self.steps):
+            x = self.method.step(
+                drift, grid[index], grid[index + 1], x, eps[index], eps[index + 1], noise.normal_like(x)
+            )
+            monitor.update(index, (x,))
+        monitor.check(grid, f"{self!r} on {counted!r}")
+        if not forward:
+            return SampleResult(x, counted.nfe, (end, start))
+        step = torch.as_tensor(end, dtype=x.dtype, device=x.device) - grid[-1]
+        x = self.last_step.apply(counted, grid[-1], step, x, eps[-1], cond)
+        if not bool(torch.isfinite(x).all()):
+            raise FloatingPointError(
+                f"{self!r}: the last step ({self.last_step_name}) at t = {stop:.6g} gave a NaN or inf"
+            )
+        reached = stop if isinstance(self.last_step, NoLastStep) else end
+        return SampleResult(x, counted.nfe, (start, reached))
+
+
+def check_score(fields: Fields, who: str) -> None:
+    """Raise a ValueError if ``fields`` have no score (an SDE needs s for b_F = b + eps s)."""
+    if not fields.has_score:
+        reason = f": {fields.missing_score_reason}" if fields.missing_score_reason else ""
+        raise ValueError(f"{who} needs the score, but {fields!r} provides none{reason}")
