@@ -1,0 +1,78 @@
+"""Every YAML in configs/ parses and instantiates through the real LightningCLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from si_lightning.cli import main
+from si_lightning.module import InterpolantModule
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+# The smallest complete config; each overlay replaces the part of it that it is about.
+BASE = {
+    "trainer": CONFIGS / "trainer.yaml",
+    "data": CONFIGS / "data" / "digits.yaml",
+    "backbone": CONFIGS / "backbone" / "unet-small.yaml",
+    "interpolant": CONFIGS / "interpolant" / "linear.yaml",
+}
+EXTRA_ARGUMENTS = {"unet-cifar": ["--data.init_args.image_size", "32"]}  # attention at 16 px needs 32 px data
+HEAVY = {"dit-l2.yaml", "dit-xl2.yaml"}  # hundreds of millions of parameters: slow to build on a CPU
+
+
+def overlays() -> list[Path]:
+    return sorted(path for path in CONFIGS.rglob("*.yaml") if path.parent.name != "experiments")
+
+
+def arguments_for(path: Path) -> list[str]:
+    parts = dict(BASE)
+    if path.parent.name in parts:
+        parts[path.parent.name] = path
+    elif path != BASE["trainer"]:
+        parts["extra"] = path
+    if path.stem in ("toy-2d", "mlp"):  # 2-D points and the MLP go together
+        parts["backbone"] = CONFIGS / "backbone" / "mlp.yaml"
+        parts["data"] = CONFIGS / "data" / "toy-2d.yaml"
+    arguments = [argument for part in parts.values() for argument in ("-c", str(part))]
+    return arguments + EXTRA_ARGUMENTS.get(path.stem, [])
+
+
+def config_ids(path: Path) -> str:
+    return str(path.relative_to(CONFIGS))
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "path",
+    [pytest.param(p, marks=pytest.mark.slow) if p.name in HEAVY else p for p in overlays()],
+    ids=config_ids,
+)
+def test_overlay_parses_and_instantiates(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cli = main(arguments_for(path) + ["--trainer.logger", "false"], run=False)
+    assert isinstance(cli.model, InterpolantModule)
+    assert tuple(cli.model.backbone.data_shape) == tuple(cli.datamodule.data_shape)
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("path", sorted((CONFIGS / "experiments").glob("*.yaml")), ids=config_ids)
+def test_experiment_parses_and_instantiates(path, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "-c", str(path), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = capsys.readouterr().out
+    assert "class_path: si_lightning" in printed
+    cli = main(["-c", str(path), "--trainer.logger", "false"], run=False)
+    assert sum(p.numel() for p in cli.model.parameters()) > 0
+    assert torch.isfinite(next(cli.model.parameters())).all()
+
+
+def test_unknown_key_is_an_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(arguments_for(BASE["trainer"]) + ["--model.predictionn", "velocity"], run=False)
+    assert exit_info.value.code != 0
+    assert "predictionn" in capsys.readouterr().err
