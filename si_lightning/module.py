@@ -19,6 +19,7 @@ from torchmetrics import MeanMetric
 
 from si_lightning.condition import Condition
 from si_lightning.interpolants import Interpolant, TimeSampler, UniformTime, get_prediction, interpolant_loss
+from si_lightning.sampling import Fields, GuidedFields, NetworkFields
 
 
 class InterpolantModule(pl.LightningModule):
@@ -172,8 +173,15 @@ class InterpolantModule(pl.LightningModule):
             high = t_min + (t_max - t_min) * (bin_index + 1) / len(metrics)
             self.log(f"{phase}/loss_t[{low:.2f},{high:.2f}]", metric, on_step=False, on_epoch=True)
 
+    def on_train_start(self) -> None:
+        """A generator for t and z per rank: seed_everything gives every DDP rank the same global seed,
+        which would draw the same t and z on each. Seeded by (seed, rank, step), so a resumed run
+        draws a fresh, reproducible stream."""
+        seed = (torch.initial_seed() + 1_000_003 * self.global_rank + self.global_step) % (2**63)
+        self.training_generator = torch.Generator(device=self.device).manual_seed(seed)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss, t = self.per_sample_loss(batch)
+        loss, t = self.per_sample_loss(batch, getattr(self, "training_generator", None))
         mean = loss.mean()
         self.log("train/loss", mean, prog_bar=True, batch_size=t.shape[0])
         self._log_bins("train", loss, t)
@@ -211,10 +219,8 @@ class InterpolantModule(pl.LightningModule):
                 return module.backbone
         return self.backbone
 
-    def fields(self, ema: bool = True, guidance_scale: float | None = None) -> Any:
+    def fields(self, ema: bool = True, guidance_scale: float | None = None) -> Fields:
         """Sampler-ready Fields (velocity and score) from the trained network, EMA weights by default."""
-        from si_lightning.sampling import NetworkFields
-
         backbone = self.weights_backbone(ema)
         fields = NetworkFields(
             network=lambda x, t, cond=None: backbone(x, t, cond),
@@ -222,8 +228,6 @@ class InterpolantModule(pl.LightningModule):
             prediction=self.prediction_name,
         )
         if guidance_scale is not None:
-            from si_lightning.sampling import GuidedFields
-
             num_classes = getattr(backbone, "num_classes", 0)
             fields = GuidedFields(fields, guidance_scale=guidance_scale, null_label=num_classes)
         return fields
