@@ -25,7 +25,8 @@ def setup(case, generator):
 def test_convertible_cases_are_the_gaussian_ones():
     names = {case[0] for case in CONVERTIBLE}
     assert {"one-sided-linear", "one-sided-trig", "sbdm", "linear", "mirror"} <= names
-    assert ("linear", "zero", 1.0) not in CONVERTIBLE  # two-sided with no Gaussian part: no score
+    assert ("linear", "zero", 1.0) in CONVERTIBLE  # gamma = 0 with a Gaussian base: x0 is the noise
+    assert not Interpolant("linear", "zero", gaussian_base=False).score_defined  # no Gaussian part at all
 
 
 @pytest.mark.parametrize("case", CONVERTIBLE, ids=case_id)
@@ -100,7 +101,7 @@ def test_data_dependent_base_refuses_undefined_conversions():
 
 
 def test_no_gaussian_part_has_no_score():
-    interpolant = Interpolant("linear", "zero")
+    interpolant = Interpolant("linear", "zero", gaussian_base=False)
     with pytest.raises(ValueError, match="no score"):
         cv.score_from_velocity(interpolant, torch.full((2,), 0.5), torch.zeros(2, 2), torch.zeros(2, 2))
 

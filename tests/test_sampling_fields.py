@@ -113,8 +113,8 @@ def test_a_score_model_on_a_data_dependent_base_gives_no_velocity():
 
 
 def test_velocity_model_with_no_gaussian_part_has_no_score():
-    # Two-sided with gamma = 0: the conversions have no noise to read the score from.
-    interpolant = Interpolant("linear", "zero", 1.0)
+    # Two-sided with gamma = 0 and a data-dependent base: x_t has no Gaussian part to read the score from.
+    interpolant = Interpolant("linear", "zero", 1.0, gaussian_base=False)
     fields = NetworkFields(lambda x, t, cond=None: -x, interpolant, "velocity")
     assert not fields.has_score
     with pytest.raises(ValueError, match="needs the score.*no score"):

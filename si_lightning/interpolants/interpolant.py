@@ -97,7 +97,13 @@ class Interpolant:
 
     @property
     def one_sided(self) -> bool:
-        return self.schedule.one_sided
+        """Whether x0 itself is the Gaussian noise: a one-sided schedule, or gamma = 0 with a Gaussian base.
+
+        Then the denoiser predicts x0, the score is -E[x0 | x_t] / alpha, and the antithetic twin flips x0.
+        """
+        return self.schedule.one_sided or (
+            self.gamma_family.is_zero and self.gaussian_base and not self.schedule.base_absent
+        )
 
     @property
     def score_defined(self) -> bool:
