@@ -27,15 +27,17 @@ def interpolant_loss(
     t: Tensor,
     z: Tensor | None = None,
     antithetic: bool = False,
+    check_time: bool = True,
 ) -> Tensor:
     """Per-sample loss (batch,) of ``network`` for ``prediction`` at x_t drawn from (x0, x1, t, z).
 
     With ``antithetic`` the loss is averaged over x_t^+ = I + gamma z and x_t^- = I - gamma z
     (for a one-sided interpolant, x0 and -x0), which keeps the variance of the score and
     velocity losses bounded as gamma -> 0. Callers weight or bin the per-sample values by t.
+    ``check_time=False`` skips the host-syncing check of t (for t drawn by a TimeSampler).
     """
     prediction = get_prediction(prediction)
-    sample = interpolant.sample(x0, x1, t, z)
+    sample = interpolant.sample(x0, x1, t, z, check_time=check_time)
     loss = prediction.loss(network(sample.x_t, t), sample)
     if antithetic:
         twin = interpolant.antithetic(sample)
