@@ -93,5 +93,8 @@ def check_condition(cond: object, batch: int) -> Condition | None:
 
 
 def batch_time(t: Tensor, batch: int) -> Tensor:
-    """A 0-d grid time as the (batch,) tensor every field takes (a view: no copy, no host sync)."""
-    return t.reshape(1).expand(batch)
+    """A 0-d grid time as the (batch,) tensor every field takes (on the device: no host sync).
+
+    A real (batch,) tensor rather than an expanded view, so a network may reshape or write into it.
+    """
+    return t.reshape(1).repeat(batch)

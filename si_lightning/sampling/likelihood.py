@@ -31,10 +31,12 @@ from si_lightning.sampling.checks import (
     positive_int,
     resolve_interval,
 )
+from si_lightning.sampling.diffusion import DIFFUSIONS
 from si_lightning.sampling.divergence import DIVERGENCES, DivergenceEstimator
 from si_lightning.sampling.fields import CountedFields, Fields, as_fields
+from si_lightning.sampling.grids import GRIDS
 from si_lightning.sampling.ode import ODESampler
-from si_lightning.sampling.sde import SDESampler, check_score
+from si_lightning.sampling.sde import check_score
 from si_lightning.sampling.seeds import GeneratorArgument, NoiseSource, Seeds
 from si_lightning.sampling.solvers import FiniteMonitor, State
 
@@ -179,16 +181,16 @@ def sde_log_likelihood(
     x1 = check_data("x1", x1)
     counted = CountedFields(as_fields(fields))
     paths = positive_int("paths", paths)
-    settings = SDESampler(
-        steps=steps, diffusion=diffusion, scale=scale, last_step="none", last_step_size=0.0, grid=grid
-    )
+    steps = positive_int("steps", steps)
+    eps_family = lookup(DIFFUSIONS, diffusion, "diffusion")(scale)
+    time_grid_family = lookup(GRIDS, grid, "time grid")()
     check_score(counted, "sde_log_likelihood")
     estimator = lookup(DIVERGENCES, divergence, "divergence estimator")(probes, probe)
     batch = x1.shape[0]
     cond = check_condition(cond, batch)
     start, end = resolve_interval(counted, check_interval_argument(interval), True, "sde_log_likelihood")
-    time_grid = settings.grid(end, start, steps, device=x1.device, dtype=x1.dtype)
-    eps = settings.diffusion.on_grid(time_grid, counted.interpolant)
+    time_grid = time_grid_family(end, start, steps, device=x1.device, dtype=x1.dtype)
+    eps = eps_family.on_grid(time_grid, counted.interpolant)
 
     # Path j of sample i is row i * paths + j; the noise of sample i comes from its own generator.
     noise = NoiseSource.create(batch, x1.device, generator, seeds, stream="sde")
@@ -212,10 +214,10 @@ def sde_log_likelihood(
         increment = noise.normal((batch, paths, *x1.shape[1:]), x1.device, x1.dtype).flatten(0, 1)
         x = x + step * (velocity - eps_t * score) + torch.sqrt(2 * eps_t * step.abs()) * increment
         monitor.update(step_index, (x, accumulated))
-    monitor.check(time_grid, f"sde_log_likelihood with {settings!r}")
+    monitor.check(time_grid, f"sde_log_likelihood (eps {eps_family.name} x {eps_family.scale}, {steps} steps)")
     estimates = (_base_log_prob(base_log_prob, x) + accumulated).reshape(batch, paths).T
     description = (
-        f"backward SDE, Euler-Maruyama, {steps} steps on [{start}, {end}], eps {settings.diffusion.name} "
-        f"x {settings.diffusion.scale}, {paths} paths, {estimator.describe()}"
+        f"backward SDE, Euler-Maruyama, {steps} steps on [{start}, {end}], eps {eps_family.name} "
+        f"x {eps_family.scale}, {paths} paths, {estimator.describe()}"
     )
     return LikelihoodResult(estimates.mean(0), counted.nfe, _standard_error(estimates), x1[0].numel(), description)
