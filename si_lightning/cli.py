@@ -6,18 +6,24 @@ The data module decides the data shape, the class count and the extra conditioni
 coupling; ``link_arguments`` carries them into the backbone (and the coupling's kind of base into
 the interpolant) when the classes are built, so a config never states them twice. Every unknown key
 is an error (jsonargparse), and the full config is written once, on rank 0, into the run directory.
+
+With a W&B logger (``-c configs/logger/wandb.yaml``) the run is tracked: the full config and the git
+commit are logged (``RunTracking``), the run goes offline when no ``WANDB_API_KEY`` is set, and
+``fit --ckpt_path X`` continues the W&B run whose id is stored in X.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from operator import attrgetter
 from typing import Any
 
-from lightning.pytorch import LightningDataModule
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resume_wandb_run
 from si_lightning.module import InterpolantModule
 
 LINKED_BACKBONE_ATTRIBUTES = ("data_shape", "num_classes", "cond_channels")
@@ -53,11 +59,29 @@ class InterpolantCLI(LightningCLI):
         )
 
     def before_instantiate_classes(self) -> None:
-        """Refuse a negative or non-finite learning rate at parse time, naming where it is."""
+        """Refuse a negative or non-finite learning rate at parse time, naming where it is.
+
+        Then settle the W&B logger before it is built: offline without an API key, and on a resume
+        the run id stored in the checkpoint.
+        """
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
         for where, value in _numbers_named(config.get("model", {}), "lr"):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{where} = {value!r}: a learning rate must be a finite number >= 0")
+        choose_wandb_mode(config)
+        resume_wandb_run(config)
+
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with a ``RunTracking`` callback that logs this run's full config and git commit."""
+        trainer = super().instantiate_trainer(**kwargs)
+        config = self.config.get(str(self.subcommand), self.config)
+        dump = json.loads(self._parser(self.subcommand).dump(config, format="json"))  # entries left None are omitted
+        trackers = [callback for callback in trainer.callbacks if isinstance(callback, RunTracking)]
+        for tracker in trackers:  # one listed in the config: give it the config rather than adding a second
+            tracker.config = tracker.config if tracker.config is not None else dump
+        if not trackers:
+            trainer.callbacks.append(RunTracking(config=dump))
+        return trainer
 
 
 def main(args: list[str] | None = None, run: bool = True) -> InterpolantCLI:
