@@ -1,6 +1,20 @@
 """Lightning callbacks: EMA weights, sampling grids, FID/KID and likelihood."""
 
 from si_lightning.callbacks.ema import EMA
+from si_lightning.callbacks.fid import FIDCallback
+from si_lightning.callbacks.generation import default_samplers
+from si_lightning.callbacks.likelihood import LIKELIHOOD_UNITS, LikelihoodCallback
+from si_lightning.callbacks.sampling import SamplingCallback
+from si_lightning.callbacks.schedule import PeriodicEvaluation
 from si_lightning.callbacks.tracking import RunTracking
 
-__all__ = ["EMA", "RunTracking"]
+__all__ = [
+    "EMA",
+    "LIKELIHOOD_UNITS",
+    "FIDCallback",
+    "LikelihoodCallback",
+    "PeriodicEvaluation",
+    "RunTracking",
+    "SamplingCallback",
+    "default_samplers",
+]

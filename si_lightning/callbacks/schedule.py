@@ -1,0 +1,92 @@
+"""When an evaluation callback runs: every N optimiser steps, at the end of fit, and in ``validate``.
+
+Evaluations run in ``on_train_batch_end`` after the step that made ``global_step`` a multiple of
+N, so they see the EMA weights of that step; that requires the weight-averaging callback to come
+before the evaluation callbacks in ``trainer.callbacks`` (checked in ``setup``). Checkpoint
+callbacks run after every other callback (Lightning orders them last), so a ModelCheckpoint can
+monitor a metric of the same step. A step is evaluated at most once (gradient accumulation calls
+the hook several times per step; the end of fit often falls on a multiple of N). A standalone
+``trainer.validate(model, ckpt_path=...)`` evaluates once, at the end of its validation epoch.
+"""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback, WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
+
+
+def check_every_n_steps(every_n_steps: int | None) -> int | None:
+    """None (no periodic evaluation) or a positive int."""
+    if every_n_steps is None:
+        return None
+    if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
+        raise ValueError(f"every_n_steps must be a positive integer or None; got {every_n_steps!r}")
+    return every_n_steps
+
+
+class PeriodicEvaluation(Callback):
+    """Base of the evaluation callbacks: calls ``evaluate(trainer, pl_module)`` on schedule, on every rank.
+
+    Args:
+        every_n_steps: evaluate after every N-th optimiser step (None: never during training).
+        at_end: evaluate when fit ends (unless the last step was just evaluated).
+        on_validate: evaluate at the end of a standalone ``trainer.validate`` run.
+    """
+
+    def __init__(self, every_n_steps: int | None, at_end: bool = True, on_validate: bool = True) -> None:
+        super().__init__()
+        self.every_n_steps = check_every_n_steps(every_n_steps)
+        self.at_end, self.on_validate = bool(at_end), bool(on_validate)
+        self.last_evaluated_step: int | None = None
+
+    def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """One evaluation; every rank calls it at the same point (it may run collectives)."""
+        raise NotImplementedError
+
+    def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Checks and one-off work before the first evaluation (every rank; collectives allowed)."""
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.last_evaluated_step = None
+            self.check_order(trainer)
+        if stage == "fit" or (stage == "validate" and self.on_validate):
+            self.prepare(trainer, pl_module, stage)
+
+    def check_order(self, trainer: pl.Trainer) -> None:
+        """The EMA update of a step must happen before this callback evaluates that step."""
+        callbacks = list(trainer.callbacks)
+        position = callbacks.index(self) if self in callbacks else -1
+        following = callbacks[position + 1 :]
+        later = [type(callback).__name__ for callback in following if isinstance(callback, WeightAveraging)]
+        if position >= 0 and later:
+            raise ValueError(
+                f"{type(self).__name__} comes before {', '.join(later)} in trainer.callbacks, so it would evaluate "
+                "the averaged weights before their update; list the EMA callback first"
+            )
+
+    def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.last_evaluated_step = trainer.global_step
+        # A standalone validate runs its hooks under inference mode, whose tensors cannot enter autograd (the
+        # likelihood's divergence) or be updated in place later (metric states); evaluations run outside it.
+        with torch.inference_mode(False):
+            self.evaluate(trainer, pl_module)
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        if self.every_n_steps is None or step == 0 or step % self.every_n_steps != 0:
+            return
+        if step != self.last_evaluated_step:
+            self._run(trainer, pl_module)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.at_end and trainer.global_step != self.last_evaluated_step:
+            self._run(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self.on_validate and trainer.state.fn == TrainerFn.VALIDATING and not trainer.sanity_checking:
+            self._run(trainer, pl_module)
