@@ -14,6 +14,7 @@ import struct
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -355,7 +356,7 @@ class RecordingLogger:
 def test_config_is_logged_once_to_every_logger_on_rank_zero_only(tmp_path, monkeypatch, rank_zero):
     monkeypatch.setenv("GIT_CEILING_DIRECTORIES", str(tmp_path.parent))
     loggers = [RecordingLogger(), RecordingLogger()]
-    trainer = Namespace(is_global_zero=rank_zero, loggers=loggers)
+    trainer = SimpleNamespace(is_global_zero=rank_zero, loggers=loggers)
     tracking = RunTracking(config={"model": {"prediction": "velocity"}}, git_directory=tmp_path)
     for stage in ("fit", "validate", "test"):
         tracking.setup(trainer, None, stage)
