@@ -30,11 +30,14 @@ LINKED_BACKBONE_ATTRIBUTES = ("data_shape", "num_classes", "cond_channels")
 
 
 def _numbers_named(config: Any, key: str, path: str = "") -> Iterator[tuple[str, float]]:
-    """Every (dotted path, value) under ``config`` whose last key is ``key`` and value a number."""
+    """Every (dotted path, value) under ``config`` whose last key is ``key`` and value a number.
+
+    A jsonargparse Namespace yields flattened dotted keys from ``items()``; plain dicts nest.
+    """
     items = config.items() if hasattr(config, "items") else ()
     for name, value in items:
         where = f"{path}.{name}" if path else str(name)
-        if name == key and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if str(name).split(".")[-1] == key and isinstance(value, (int, float)) and not isinstance(value, bool):
             yield where, value
         elif hasattr(value, "items"):
             yield from _numbers_named(value, key, where)
@@ -65,7 +68,7 @@ class InterpolantCLI(LightningCLI):
         the run id stored in the checkpoint.
         """
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
-        for where, value in _numbers_named(config.get("model", {}), "lr"):
+        for where, value in _numbers_named(config.get("model", {}), "lr", "model"):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{where} = {value!r}: a learning rate must be a finite number >= 0")
         choose_wandb_mode(config)

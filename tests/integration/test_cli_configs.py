@@ -76,3 +76,17 @@ def test_unknown_key_is_an_error(tmp_path, monkeypatch, capsys):
         main(arguments_for(BASE["trainer"]) + ["--model.predictionn", "velocity"], run=False)
     assert exit_info.value.code != 0
     assert "predictionn" in capsys.readouterr().err
+
+
+def test_negative_learning_rate_stops_at_parse(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"model\.optimizer\.init_args\.lr = -0\.001: a learning rate must be"):
+        main(arguments_for(BASE["trainer"]) + ["--model.optimizer.init_args.lr", "-0.001"], run=False)
+
+
+def test_backbone_that_cannot_take_the_data_stops_at_instantiation(tmp_path, monkeypatch):
+    """DiT with patch 3 on 8 x 8 digits: the linked data shape reaches the backbone and is refused by name."""
+    monkeypatch.chdir(tmp_path)
+    arguments = arguments_for(CONFIGS / "backbone" / "dit-s2.yaml") + ["--model.backbone.init_args.patch_size", "3"]
+    with pytest.raises(ValueError, match=r"patch_size=3 must divide the image size, got height 8"):
+        main(arguments, run=False)
