@@ -25,7 +25,8 @@ from si_lightning.callbacks.likelihood import (
     units_for,
 )
 from si_lightning.cli import main
-from si_lightning.couplings import SuperResolution
+from si_lightning.condition import Condition
+from si_lightning.couplings import ClassLabels, SuperResolution
 from si_lightning.data import DigitsDataModule, ToyDataModule
 from si_lightning.interpolants import Interpolant
 from si_lightning.metrics import (
@@ -159,6 +160,37 @@ def test_scatter_plot_and_nats_for_two_dimensional_data(tmp_path):
         direct = log_likelihood(model.fields(), points, standard_normal_log_prob, method="rk4", steps=4)
     value = trainer.callback_metrics["nll-nats-val/ode-rk4-4/n10"]
     assert float(value) == pytest.approx(float(-direct.log_prob.double().mean()), rel=1e-6)
+
+
+@pytest.mark.timeout(60)
+def test_class_conditional_samples_use_label_seed_mod_classes_and_guidance(tmp_path):
+    torch.manual_seed(0)
+    backbone = UNet(
+        data_shape=(1, 8, 8),
+        num_classes=10,
+        model_channels=16,
+        channel_multipliers=(1, 2),
+        num_res_blocks=1,
+        norm_groups=8,
+    )
+    model = InterpolantModule(backbone=backbone, interpolant=Interpolant("linear"), loss_bins=0)
+    data = DigitsDataModule(batch_size=16, coupling=ClassLabels(drop_probability=0.2))
+    sampler = ODESampler("euler", steps=2)
+    callback = SamplingCallback(num_samples=12, every_n_steps=None, samplers={"ode": sampler}, guidance_scale=2.0)
+    trainer = fit(model, data, [callback], tmp_path, max_steps=1)
+    with torch.no_grad():  # one step leaves the output nearly label-free (zero-initialised output layer)
+        generator = torch.Generator().manual_seed(1)
+        for parameter in model.parameters():
+            parameter.copy_(0.2 * torch.randn(parameter.shape, generator=generator))
+
+    seeds = list(range(12))
+    labels = Condition(labels=torch.tensor([seed % 10 for seed in seeds]))
+    with torch.no_grad():
+        guided = sampler.sample(model.fields(guidance_scale=2.0), base_noise(seeds, (1, 8, 8)), labels).x
+        plain = sampler.sample(model.fields(), base_noise(seeds, (1, 8, 8)), labels).x
+    generated = callback.generate(trainer, model, sampler)
+    torch.testing.assert_close(generated, guided, rtol=1e-5, atol=1e-6)
+    assert (generated - plain).abs().max() > 1e-4  # the guidance scale took effect
 
 
 # ----------------------------------------------------------------------------------------------- FID
@@ -318,6 +350,14 @@ def test_units_standard_normal_and_distributed_solver_checks():
 def test_bad_arguments_fail_at_construction(build, message):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+def test_missing_inception_weights_name_both_places(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    missing = tmp_path / "nowhere" / "inception.pth"
+    with pytest.raises(FileNotFoundError) as error:
+        FIDCallback(extractor="inception", weights_path=str(missing))
+    assert str(missing) in str(error.value) and str(tmp_path / "torch" / "hub" / "checkpoints") in str(error.value)
 
 
 @pytest.mark.timeout(60)
