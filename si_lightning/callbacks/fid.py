@@ -29,6 +29,7 @@ from si_lightning.callbacks.generation import (
     Sampler,
     batched,
     check_gaussian_base,
+    check_guidance,
     check_samplers,
     data_shape_of,
     evaluation_mode,
@@ -192,6 +193,7 @@ class FIDCallback(PeriodicEvaluation):
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         check_gaussian_base(trainer, type(self).__name__)
+        check_guidance(self.guidance_scale, num_classes_of(trainer))
         self.data_shape = data_shape_of(trainer, pl_module)
         if len(self.data_shape) != 3:
             raise ValueError(f"FIDCallback needs image data (C, H, W); the data has shape {self.data_shape}")

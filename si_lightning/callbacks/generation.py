@@ -148,3 +148,12 @@ def check_gaussian_base(trainer: pl.Trainer, who: str) -> None:
             f"{who} draws x0 ~ N(0, I) from per-sample seeds, but the data's coupling {coupling!r} has a "
             "data-dependent base; it supports independent and class-label couplings only"
         )
+
+
+def check_guidance(guidance_scale: float | None, num_classes: int) -> None:
+    """Classifier-free guidance needs class labels: refuse a guidance scale for unconditional data."""
+    if guidance_scale is not None and num_classes <= 0:
+        raise ValueError(
+            f"guidance_scale = {guidance_scale!r} needs class-conditional data (a ClassLabels coupling); "
+            "the data has no class labels: set guidance_scale to null"
+        )

@@ -19,6 +19,7 @@ from si_lightning.callbacks.generation import (
     Sampler,
     batched,
     check_gaussian_base,
+    check_guidance,
     check_samplers,
     data_shape_of,
     evaluation_mode,
@@ -77,6 +78,7 @@ class SamplingCallback(PeriodicEvaluation):
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check the data can be pictured; draw the reference points of a 2-D scatter plot."""
         check_gaussian_base(trainer, type(self).__name__)
+        check_guidance(self.guidance_scale, num_classes_of(trainer))
         self.data_shape = data_shape_of(trainer, pl_module)
         if self.data_shape == (2,):
             datamodule = getattr(trainer, "datamodule", None)

@@ -368,6 +368,8 @@ def test_bad_setups_fail_before_training(tmp_path):
     coupled = DigitsDataModule(batch_size=16, coupling=SuperResolution(factor=2))
     with pytest.raises(ValueError, match="data-dependent base"):
         fit(digits_model(), coupled, [SamplingCallback()], tmp_path)
+    with pytest.raises(ValueError, match="guidance_scale = 2.0 needs class-conditional data"):
+        fit(digits_model(), digits, [SamplingCallback(guidance_scale=2.0)], tmp_path)
     toy = ToyDataModule(num_samples=256, batch_size=64)
     with pytest.raises(ValueError, match="needs image data"):
         fit(toy_model(), toy, [FIDCallback(num_samples=10, extractor="digits", cache_dir=str(tmp_path))], tmp_path)
