@@ -12,6 +12,7 @@ a perfect model scores) and for Gaussian noise (what an untrained one scores).
 from __future__ import annotations
 
 import csv
+import io
 import sys
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torchvision.utils import make_grid, save_image
 from si_lightning.callbacks import FIDCallback
 from si_lightning.cli import InterpolantCLI
 from si_lightning.cli import main as cli_main
+from si_lightning.files import write_atomically
 from si_lightning.sampling import ODESampler, SDESampler, base_noise
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -54,9 +56,9 @@ def write_grid(path: Path, rows: dict[str, Tensor], scale: int = 4) -> None:
         images = torch.nn.functional.interpolate(images.clamp(-1, 1), scale_factor=scale, mode="nearest")
         blocks.append(make_grid((images + 1) / 2, nrow=10, padding=2, pad_value=1.0))
         blocks.append(torch.full((3, blocks[-1].shape[1], 8), 0.5))  # a grey gap between the blocks
-    temporary = path.with_suffix(".tmp.png")
-    save_image(torch.cat(blocks[:-1], dim=-1), temporary)
-    temporary.replace(path)
+    buffer = io.BytesIO()
+    save_image(torch.cat(blocks[:-1], dim=-1), buffer, format="png")
+    write_atomically(path, buffer.getvalue())
 
 
 def run(arguments: list[str]) -> dict[str, float]:
@@ -96,11 +98,11 @@ def run(arguments: list[str]) -> dict[str, float]:
     grid = run_directory / "samples.png"
     write_grid(grid, {"real": held_out.cpu(), "ode": ode.x.cpu(), "sde": sde.x.cpu()})
     table = run_directory / "demo_metrics.csv"
-    with open(table.with_suffix(".tmp"), "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["metric", "value"])
-        writer.writerows(sorted(figures.items()))
-    table.with_suffix(".tmp").replace(table)
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["metric", "value"])
+    writer.writerows(sorted(figures.items()))
+    write_atomically(table, rows.getvalue().encode())
     print(f"\nRun directory: {run_directory}")
     print(f"  config:      {run_directory / 'config.yaml'}")
     print(f"  checkpoint:  {run_directory / 'checkpoints' / 'last.ckpt'}")

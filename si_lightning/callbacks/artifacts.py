@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from PIL import Image
 from torch import Tensor
 
+from si_lightning.files import write_atomically
 from si_lightning.metrics import quantize_to_uint8
 
 METRICS_FILE = Path("evaluation") / "metrics.jsonl"
@@ -37,22 +36,6 @@ def run_directory(trainer: pl.Trainer) -> Path:
     """The run directory. Call on every rank: ``trainer.log_dir`` broadcasts rank 0's value (a collective)."""
     directory = trainer.log_dir
     return Path(directory if directory is not None else trainer.default_root_dir)
-
-
-def write_atomically(path: Path, content: bytes) -> Path:
-    """Write ``content`` to ``path`` through a temporary file in the same directory and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_png(image: np.ndarray, path: Path) -> Path:

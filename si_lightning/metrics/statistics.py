@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from si_lightning.files import write_atomically
 from si_lightning.metrics.frechet import feature_mean_and_covariance
 
 CACHE_FORMAT = 1
@@ -127,17 +127,9 @@ class StatisticsCache:
         }
         payload = {**metadata, **tensors, "checksum": _checksum(metadata, tensors)}
         path = self.path(key)
-        self.directory.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                torch.save(payload, file)
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
+        write_atomically(path, buffer.getvalue())
         return path
 
     def load(self, key: StatisticsKey, feature_dim: int) -> FeatureStatistics | None:
