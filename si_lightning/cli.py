@@ -20,10 +20,12 @@ from collections.abc import Iterator
 from operator import attrgetter
 from typing import Any
 
-from lightning.pytorch import LightningDataModule, Trainer
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
+from si_lightning.callbacks.artifacts import run_directory
 from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resume_wandb_run
+from si_lightning.files import write_atomically
 from si_lightning.module import InterpolantModule
 
 LINKED_BACKBONE_ATTRIBUTES = ("data_shape", "num_classes", "cond_channels")
@@ -41,6 +43,19 @@ def _numbers_named(config: Any, key: str, path: str = "") -> Iterator[tuple[str,
             yield where, value
         elif hasattr(value, "items"):
             yield from _numbers_named(value, key, where)
+
+
+class RunDirectorySaveConfig(SaveConfigCallback):
+    """Writes the full config once, on rank 0, atomically, into the run directory (``run_directory``)."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        if self.already_saved:
+            return
+        directory = run_directory(trainer)  # a collective: every rank calls it
+        if trainer.is_global_zero:
+            text = self.parser.dump(self.config, skip_none=False)
+            write_atomically(directory / self.config_filename, text.encode())
+        self.already_saved = trainer.strategy.broadcast(True)
 
 
 class InterpolantCLI(LightningCLI):
@@ -93,6 +108,7 @@ def main(args: list[str] | None = None, run: bool = True) -> InterpolantCLI:
         InterpolantModule,
         LightningDataModule,
         subclass_mode_data=True,
+        save_config_callback=RunDirectorySaveConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,

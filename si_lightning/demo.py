@@ -22,6 +22,7 @@ from torch import Tensor
 from torchvision.utils import make_grid, save_image
 
 from si_lightning.callbacks import FIDCallback
+from si_lightning.callbacks.artifacts import run_directory
 from si_lightning.cli import InterpolantCLI
 from si_lightning.cli import main as cli_main
 from si_lightning.files import write_atomically
@@ -64,7 +65,7 @@ def write_grid(path: Path, rows: dict[str, Tensor], scale: int = 4) -> None:
 def run(arguments: list[str]) -> dict[str, float]:
     cli: InterpolantCLI = cli_main(["fit", "-c", str(CONFIG), *arguments])
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
-    run_directory = Path(trainer.log_dir or trainer.default_root_dir)
+    directory = run_directory(trainer)
     if trainer.global_rank != 0:
         return {}
     model.eval()
@@ -95,17 +96,17 @@ def run(arguments: list[str]) -> dict[str, float]:
     noise_fid = fid_of_noise(trainer, shape, device)
     if noise_fid is not None:
         figures["fid-digits/gaussian-noise"] = noise_fid
-    grid = run_directory / "samples.png"
+    grid = directory / "samples.png"
     write_grid(grid, {"real": held_out.cpu(), "ode": ode.x.cpu(), "sde": sde.x.cpu()})
-    table = run_directory / "demo_metrics.csv"
+    table = directory / "demo_metrics.csv"
     rows = io.StringIO()
     writer = csv.writer(rows)
     writer.writerow(["metric", "value"])
     writer.writerows(sorted(figures.items()))
     write_atomically(table, rows.getvalue().encode())
-    print(f"\nRun directory: {run_directory}")
-    print(f"  config:      {run_directory / 'config.yaml'}")
-    print(f"  checkpoint:  {run_directory / 'checkpoints' / 'last.ckpt'}")
+    print(f"\nRun directory: {directory}")
+    print(f"  config:      {directory / 'config.yaml'}")
+    print(f"  checkpoint:  {directory / 'checkpoints' / 'last.ckpt'}")
     print(f"  samples:     {grid}  (left: held-out real digits, middle: ODE heun-50, right: SDE 100 steps)")
     print(f"  metrics:     {table}")
     print("\nNearest-training-digit RMS distance (lower is closer to real digits):")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from PIL import Image
 from torch import Tensor
 
@@ -33,9 +34,18 @@ SCATTER_SIZE_INCHES, SCATTER_DPI = 4.0, 100  # a 400 x 400 pixel scatter plot
 
 
 def run_directory(trainer: pl.Trainer) -> Path:
-    """The run directory. Call on every rank: ``trainer.log_dir`` broadcasts rank 0's value (a collective)."""
-    directory = trainer.log_dir
-    return Path(directory if directory is not None else trainer.default_root_dir)
+    """The run directory, where the config, samples and metrics go. A collective: call on every rank.
+
+    TensorBoard and CSV loggers have their own versioned ``log_dir``. For any other logger (W&B) it is
+    ``save_dir/name/version``, the folder ModelCheckpoint also uses, so two W&B runs never share (and
+    overwrite) one directory the way ``trainer.log_dir`` (their bare ``save_dir``) would have them.
+    """
+    logger = trainer.logger
+    if logger is None or isinstance(logger, (TensorBoardLogger, CSVLogger)) or logger.save_dir is None:
+        directory = trainer.log_dir  # broadcasts rank 0's value
+        return Path(directory if directory is not None else trainer.default_root_dir)
+    version = logger.version if isinstance(logger.version, str) else f"version_{logger.version}"
+    return Path(trainer.strategy.broadcast(os.path.join(logger.save_dir, str(logger.name), version)))
 
 
 def write_png(image: np.ndarray, path: Path) -> Path:

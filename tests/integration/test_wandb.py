@@ -17,7 +17,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
@@ -37,31 +36,26 @@ wandb = pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402  (after the importorskip)
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-FID_KEY = "fid-digits/ode-heun/n64"
-BITS_KEY = "bits-per-dim-val/ode-heun/n64"
-IMAGE_KEY = "samples/ode-heun"
+FID_KEY = "fid-digits/ode-euler/n16"
+BITS_KEY = "bits-per-dim-val/ode-rk4-2/n8"
+IMAGE_KEY = "samples/ode-euler"
+EVALUATION_CALLBACKS = Path(__file__).resolve().parent / "wandb_callbacks.yaml"
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 
 
-class LoggedEvaluation(pl.Callback):
-    """Test stand-in for the evaluation callbacks: metrics under their kind of key, and a uint8 image."""
+def evaluation_records(run_folder: Path) -> dict[str, dict[int, float]]:
+    """What the evaluation callbacks wrote to the run's metrics file: {key: {step: value}}."""
+    values: dict[str, dict[int, float]] = {}
+    for line in (run_folder / "evaluation" / "metrics.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        for key, value in record["metrics"].items():
+            values.setdefault(key, {})[record["step"]] = value
+    return values
 
-    def __init__(self) -> None:
-        self.logged: list[dict[str, float]] = []
-        self.images: list[np.ndarray] = []
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.sanity_checking:
-            return
-        step = trainer.global_step
-        values = {FID_KEY: 100.0 / (1 + step), BITS_KEY: 8.0 - step / 4}
-        pl_module.log_dict(values)
-        self.logged.append(values)
-        image = ((np.arange(64).reshape(8, 8) * 4 + step) % 256).astype(np.uint8)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                logger.log_image(key=IMAGE_KEY, images=[image], step=step)
-        self.images.append(image)
+def run_folder_of(cli) -> Path:
+    logger = cli.trainer.logger
+    return Path(logger.save_dir) / str(logger.name) / str(logger.version)
 
 
 # ----------------------------------------------------------------------- reading an offline run back
@@ -170,7 +164,8 @@ def fit_arguments(save_dir: Path, max_steps: int) -> list[str]:
         "false",
         "--trainer.enable_model_summary",
         "false",
-        f"--trainer.callbacks+={__name__}.LoggedEvaluation",
+        "-c",
+        str(EVALUATION_CALLBACKS),
         "--model.backbone.init_args.model_channels",
         "8",
         "--data.init_args.batch_size",
@@ -184,8 +179,7 @@ def fit(arguments: list[str]):
     # transaction log (after ``finish`` alone, the log may still be empty for a moment).
     wandb.finish()
     wandb.teardown()
-    (evaluation,) = [callback for callback in cli.trainer.callbacks if isinstance(callback, LoggedEvaluation)]
-    return cli, evaluation
+    return cli, evaluation_records(run_folder_of(cli))
 
 
 def git(directory: Path, *arguments: str) -> str:
@@ -201,6 +195,7 @@ def without_credentials(patch: pytest.MonkeyPatch, root: Path) -> None:
     for name in ("WANDB_DIR", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         patch.setenv(name, str(root / "wandb-home"))
     patch.setenv("GIT_CEILING_DIRECTORIES", str(root.parent))
+    patch.setenv("XDG_CACHE_HOME", str(root / "cache"))  # the FID callback's real-statistics cache
     patch.chdir(root)
 
 
@@ -235,22 +230,23 @@ def test_offline_run_holds_metrics_image_config_and_commit(first_run):
     logger = first_run["cli"].trainer.logger
     assert isinstance(logger, WandbLogger) and run.run_id == logger.version and directory.name.endswith(run.run_id)
 
-    # The metrics, exactly as logged at the two validations (steps 2 and 4).
-    logged = first_run["evaluation"].logged
-    assert len(logged) == 2
-    assert run.values(FID_KEY) == pytest.approx([values[FID_KEY] for values in logged], rel=1e-6)
-    assert run.values(BITS_KEY) == pytest.approx([values[BITS_KEY] for values in logged], rel=1e-6)
-    assert run.values(FID_KEY) == pytest.approx([100 / 3, 100 / 5], rel=1e-6)
+    # The metrics of the real evaluation callbacks, exactly as they wrote them, at steps 2 and 4.
+    logged = first_run["evaluation"]
+    assert sorted(logged[FID_KEY]) == sorted(logged[BITS_KEY]) == [2, 4]
+    assert run.values(FID_KEY) == pytest.approx([logged[FID_KEY][step] for step in (2, 4)], rel=1e-6)
+    assert run.values(BITS_KEY) == pytest.approx([logged[BITS_KEY][step] for step in (2, 4)], rel=1e-6)
+    assert all(0 < value < 2000 for value in run.values(FID_KEY))
 
-    # The images: a media file per validation, decoding to the logged pixels.
+    # The images: a media file per evaluation, decoding to the PNG the callback wrote in the run folder.
     from PIL import Image
 
     entries = run.values(IMAGE_KEY)
     assert len(entries) == 2 and all(entry["_type"] == "images/separated" for entry in entries), entries
-    for entry, image in zip(entries, first_run["evaluation"].images, strict=True):
+    for entry, step in zip(entries, (2, 4), strict=True):
         (path,) = entry["filenames"]
         stored = np.asarray(Image.open(directory / "files" / path))
-        np.testing.assert_array_equal(stored.reshape(image.shape), image)
+        written = np.asarray(Image.open(run_folder_of(first_run["cli"]) / IMAGE_KEY / f"step-{step:08d}.png"))
+        np.testing.assert_array_equal(stored.reshape(written.shape), written)
 
     # The full config (as parsed, with the offline decision) and the git state.
     config = run.config["config"]
@@ -259,6 +255,12 @@ def test_offline_run_holds_metrics_image_config_and_commit(first_run):
     assert config["data"]["class_path"] == "si_lightning.data.DigitsDataModule"
     assert config["trainer"]["logger"]["init_args"]["offline"] is True
     assert run.config["git"] == {"commit": first_run["commit"], "dirty": True}
+
+    # The config file lands in this run's own folder (save_dir/name/version, beside its checkpoints),
+    # not in the bare save_dir that every W&B run would share.
+    run_folder = first_run["save_dir"] / str(logger.name) / str(logger.version)
+    assert (run_folder / "config.yaml").is_file() and (run_folder / "checkpoints").is_dir()
+    assert not (first_run["save_dir"] / "config.yaml").exists()
 
 
 @pytest.mark.timeout(120)
@@ -276,11 +278,12 @@ def test_resume_from_the_checkpoint_continues_the_same_run(first_run):
     first, second = (read_offline_run(directory) for directory in offline_runs(save_dir))
     assert second.run_id == first.run_id == first_id
     assert cli.trainer.logger.version == first_id
-    # The step axis continues: every row of the resumed run lies after every row of the first.
+    # The step axis continues: no row of the resumed run lies before the resume step.
     first_steps, second_steps = first.values("trainer/global_step"), second.values("trainer/global_step")
-    assert second_steps and min(second_steps) > max(first_steps), (first_steps, second_steps)
-    assert second.values(FID_KEY) == pytest.approx([values[FID_KEY] for values in evaluation.logged], rel=1e-6)
-    assert second.values(FID_KEY) == pytest.approx([100 / 7], rel=1e-6)  # the one validation, at step 6
+    # (at the resume step itself the restored run may log again, e.g. the epoch counter)
+    assert second_steps and min(second_steps) >= max(first_steps) == 4, (first_steps, second_steps)
+    assert max(second_steps) == 6
+    assert second.values(FID_KEY) == pytest.approx([evaluation[FID_KEY][6]], rel=1e-6)  # one evaluation, at 6
     assert second.config["config"]["ckpt_path"] == str(checkpoint)
 
 
