@@ -17,6 +17,7 @@ so data and backbone can be linked by the CLI. Plain PyTorch: no Lightning here.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 import torch
@@ -73,7 +74,7 @@ def _image_shape(data_shape: tuple[int, ...], kind: str) -> tuple[int, int, int]
     return data_shape  # type: ignore[return-value]
 
 
-class Coupling:
+class Coupling(ABC):
     """Base class: ``coupling(x1, labels=None, generator=None) -> Batch(x0, x1, cond)``.
 
     Subclasses implement ``couple``; ``__call__`` checks the input first.
@@ -86,7 +87,7 @@ class Coupling:
         """Channels of ``cond.channels`` for data with ``data_channels`` channels (0: none)."""
         return 0
 
-    def check_shape(self, data_shape: tuple[int, ...]) -> None:
+    def check_shape(self, data_shape: tuple[int, ...]) -> None:  # noqa: B027 (a hook: no check by default)
         """Raise a ValueError if data of shape (channels, ...) cannot be coupled this way."""
 
     def __call__(self, x1: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None) -> Batch:
@@ -94,8 +95,8 @@ class Coupling:
         self.check_shape(tuple(x1.shape[1:]))
         return self.couple(x1, labels, generator)
 
-    def couple(self, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Batch:
-        raise NotImplementedError
+    @abstractmethod
+    def couple(self, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None) -> Batch: ...
 
     def __repr__(self) -> str:
         settings = ", ".join(f"{key}={value!r}" for key, value in vars(self).items())

@@ -16,6 +16,7 @@ x = 2 (k + u) / 256 - 1, u ~ U[0, 1)^D (seeded), bits/dim = -log p(x) / (D ln 2)
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import Any
 
 import lightning.pytorch as pl
@@ -43,7 +44,7 @@ def dequantize(x: Tensor, generator: torch.Generator) -> Tensor:
     return 2.0 * (pixels + noise) / 256.0 - 1.0
 
 
-class LikelihoodUnits:
+class LikelihoodUnits(ABC):
     """How points are prepared and how log p (nats, per point) is reported."""
 
     name: str = ""
@@ -51,8 +52,8 @@ class LikelihoodUnits:
     def prepare(self, x: Tensor, generator: torch.Generator) -> Tensor:
         return x
 
-    def report(self, log_prob: Tensor, dims: int) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def report(self, log_prob: Tensor, dims: int) -> Tensor: ...
 
 
 class BitsPerDim(LikelihoodUnits):

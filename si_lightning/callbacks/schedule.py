@@ -11,6 +11,8 @@ the hook several times per step; the end of fit often falls on a multiple of N).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, WeightAveraging
@@ -26,7 +28,7 @@ def check_every_n_steps(every_n_steps: int | None) -> int | None:
     return every_n_steps
 
 
-class PeriodicEvaluation(Callback):
+class PeriodicEvaluation(Callback, ABC):
     """Base of the evaluation callbacks: calls ``evaluate(trainer, pl_module)`` on schedule, on every rank.
 
     Args:
@@ -41,9 +43,9 @@ class PeriodicEvaluation(Callback):
         self.at_end, self.on_validate = bool(at_end), bool(on_validate)
         self.last_evaluated_step: int | None = None
 
+    @abstractmethod
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """One evaluation; every rank calls it at the same point (it may run collectives)."""
-        raise NotImplementedError
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Checks and one-off work before the first evaluation (every rank; collectives allowed)."""

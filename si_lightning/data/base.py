@@ -13,6 +13,7 @@ batch), so every validation run sees the same base points.
 from __future__ import annotations
 
 import hashlib
+from abc import ABC, abstractmethod
 from typing import Any
 
 import lightning.pytorch as pl
@@ -39,7 +40,7 @@ def to_model_input(x: Tensor) -> Tensor:
     return x
 
 
-class CoupledDataModule(pl.LightningDataModule):
+class CoupledDataModule(pl.LightningDataModule, ABC):
     """Base of the datamodules: loaders, the coupling on the device, and the values the CLI links.
 
     Subclasses set ``data_shape`` (channels, ...) and ``dataset_classes`` (0 if unlabelled) in
@@ -97,9 +98,9 @@ class CoupledDataModule(pl.LightningDataModule):
                 )
 
     # ---------------------------------------------------------------------------- data sets
+    @abstractmethod
     def build_datasets(self) -> dict[str, Dataset]:
         """{"train": ..., "val": ..., "test": ...}, each yielding (x1, label, index)."""
-        raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

@@ -8,6 +8,7 @@ data set is a FileNotFoundError naming the path and how to get it. Images are ke
 from __future__ import annotations
 
 import pickle
+from abc import ABC, abstractmethod
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +36,7 @@ def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
     return torch.cat(parts)
 
 
-class ImageSource:
+class ImageSource(ABC):
     """Where one data set lives under ``root``, how to download it, and how to read a split."""
 
     title = ""
@@ -49,11 +50,13 @@ class ImageSource:
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    def required_files(self) -> list[Path]:
-        raise NotImplementedError
+    @abstractmethod
+    def required_files(self) -> list[Path]: ...
 
     def download(self) -> None:
-        raise NotImplementedError
+        if not self.downloadable:
+            raise TypeError(f"{type(self).__name__} cannot download {self.title}: put its files under {self.root}")
+        raise TypeError(f"{type(self).__name__} is downloadable but does not implement download()")
 
     def check(self) -> None:
         """Raise a FileNotFoundError naming the first missing file and how to get it."""
@@ -64,9 +67,9 @@ class ImageSource:
                     f"(in a config: data.init_args.download: true) to download it into {self.root}."
                 )
 
+    @abstractmethod
     def load(self, train: bool, image_size: int):
         """The train or test split as a dataset of (uint8 (C, S, S), label, index) without flips."""
-        raise NotImplementedError
 
 
 class Cifar10Source(ImageSource):

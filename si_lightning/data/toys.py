@@ -9,6 +9,7 @@ any interpolant through ``oracle(interpolant)`` (si_lightning/analytic.py).
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
@@ -27,13 +28,13 @@ def _unlabelled(count: int) -> Tensor:
     return torch.full((count,), -1, dtype=torch.long)
 
 
-class ToyDistribution:
+class ToyDistribution(ABC):
     """A 2-D distribution: ``sample(count, generator) -> (x (count, 2), labels (count,))``."""
 
     num_classes: int = 0
 
-    def sample(self, count: int, generator: torch.Generator | None = None) -> Sample:
-        raise NotImplementedError
+    @abstractmethod
+    def sample(self, count: int, generator: torch.Generator | None = None) -> Sample: ...
 
     def mixture(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """(weights (K,), means (K, 2), covariances (K, 2, 2)) if this is a Gaussian mixture, else None."""

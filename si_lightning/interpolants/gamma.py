@@ -7,12 +7,13 @@ t = 1 (the Brownian family is not C^1 there), which shrinks the interpolant's va
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
 
 
-class Gamma:
+class Gamma(ABC):
     """gamma(t) >= 0 with gamma(0) = gamma(1) = 0; ``__call__`` returns (gamma, gamma')."""
 
     singular_at_ends: bool = False
@@ -23,12 +24,12 @@ class Gamma:
             raise ValueError(f"gamma_scale must be a finite number > 0, got {scale!r}")
         self.scale = float(scale)
 
-    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]: ...
 
+    @abstractmethod
     def maximum(self) -> float:
         """max over t in [0, 1] of gamma(t)."""
-        raise NotImplementedError
 
 
 class Brownian(Gamma):

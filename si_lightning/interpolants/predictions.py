@@ -7,6 +7,8 @@ an ODE. ``velocity+denoiser`` outputs two fields (v, eta_z) stacked along dimens
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor
 
@@ -20,21 +22,21 @@ def mean_square(error: Tensor) -> Tensor:
     return error.pow(2).flatten(1).mean(dim=1)
 
 
-class Prediction:
+class Prediction(ABC):
     """A named regression target; ``outputs`` is how many data-shaped fields the network emits."""
 
     outputs: int = 1
     needs_score_interval: bool = True  # b from this prediction is singular where beta = 0 or alpha_bar = 0
 
+    @abstractmethod
     def loss(self, output: Tensor, sample: InterpolantSample) -> Tensor:
         """Per-sample square loss (batch,) of ``output`` at ``sample.x_t``."""
-        raise NotImplementedError
 
     def velocity(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
         return conversions.velocity_from_score(interpolant, t, x, self.score(interpolant, t, x, output))
 
-    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor: ...
 
     def split(self, output: Tensor) -> tuple[Tensor, ...]:
         """Split a network output (batch, outputs * C, ...) into ``outputs`` fields (batch, C, ...)."""

@@ -9,6 +9,7 @@ and where its own derivatives are singular.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from typing import NamedTuple
 
 import torch
@@ -22,7 +23,7 @@ class AlphaBeta(NamedTuple):
     beta_dot: Tensor
 
 
-class Schedule:
+class Schedule(ABC):
     """alpha(t), beta(t) and their derivatives; ``gamma``/``gamma_dot`` are passed for vp-trig."""
 
     one_sided: bool = False  # x0 ~ N(0, I) is the noise and gamma must be zero
@@ -32,8 +33,8 @@ class Schedule:
     singular_at_start: bool = False  # alpha' or beta' infinite at t = 0
     singular_at_end: bool = False  # alpha' or beta' infinite at t = 1
 
-    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
-        raise NotImplementedError
+    @abstractmethod
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta: ...
 
     def check_gamma(self, name: str, maximum: float) -> None:
         """Raise a ValueError when the gamma family ``name`` with max value ``maximum`` is not allowed."""

@@ -7,12 +7,13 @@ meant to be the uniform-in-t objective of MATH.md section 2 stays unbiased when 
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
 
 
-class TimeSampler:
+class TimeSampler(ABC):
     """Draws t (batch,) in [t_min, t_max]."""
 
     def __call__(
@@ -27,11 +28,11 @@ class TimeSampler:
         unit = self.draw_unit(batch_size, device, dtype, generator)
         return t_min + (t_max - t_min) * unit
 
-    def draw_unit(self, batch_size: int, device, dtype: torch.dtype, generator) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def draw_unit(self, batch_size: int, device, dtype: torch.dtype, generator) -> Tensor: ...
 
-    def unit_density(self, u: Tensor) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def unit_density(self, u: Tensor) -> Tensor: ...
 
     def uniform_weight(self, t: Tensor, interval: tuple[float, float]) -> Tensor:
         """1 / density of the unit variable: the importance weight back to uniform t."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor, nn
 from si_lightning.metrics.quantize import as_uint8_images
 
 
-class FeatureExtractor(nn.Module):
+class FeatureExtractor(nn.Module, ABC):
     """Frozen network mapping uint8 images (B, C, H, W) to features (B, feature_dim).
 
     Subclasses set ``name`` (short, used in metric names) and ``feature_dim``, and implement
@@ -38,9 +39,9 @@ class FeatureExtractor(nn.Module):
         """The feature size under the attribute name torchmetrics reads."""
         return self.feature_dim
 
+    @abstractmethod
     def extract(self, images: Tensor) -> Tensor:
         """uint8 (B, C, H, W) -> float (B, feature_dim); input already validated."""
-        raise NotImplementedError
 
     def forward(self, images: Tensor) -> Tensor:
         if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.dim() != 4:

@@ -17,6 +17,7 @@ sbdm grows like c / t near t = 0 (beta -> 0): start the SDE away from 0 or use a
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
@@ -25,7 +26,7 @@ from si_lightning.interpolants import Interpolant
 from si_lightning.sampling.checks import non_negative_float
 
 
-class Diffusion:
+class Diffusion(ABC):
     """eps(t) = scale * shape(t); ``needs_interpolant`` marks families defined through alpha, beta."""
 
     needs_interpolant: bool = False
@@ -33,8 +34,8 @@ class Diffusion:
     def __init__(self, scale: float = 1.0) -> None:
         self.scale = non_negative_float("diffusion scale", scale)
 
-    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def shape(self, t: Tensor, interpolant: Interpolant | None) -> Tensor: ...
 
     def __call__(self, t: Tensor, interpolant: Interpolant | None = None) -> Tensor:
         """eps(t) for t of any shape."""

@@ -7,6 +7,8 @@ every right-hand-side call would make an adaptive solver integrate a random func
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import torch
 from torch import Tensor
 
@@ -15,11 +17,11 @@ from si_lightning.sampling.checks import positive_int
 from si_lightning.sampling.seeds import NoiseSource
 
 
-class ProbeDistribution:
+class ProbeDistribution(ABC):
     """Draws probes of a given shape from a NoiseSource."""
 
-    def draw(self, noise: NoiseSource, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def draw(self, noise: NoiseSource, shape: tuple[int, ...], device: torch.device, dtype: torch.dtype) -> Tensor: ...
 
 
 class GaussianProbe(ProbeDistribution):
@@ -37,7 +39,7 @@ class RademacherProbe(ProbeDistribution):
 PROBES: dict[str, type[ProbeDistribution]] = {"gaussian": GaussianProbe, "rademacher": RademacherProbe}
 
 
-class DivergenceEstimator:
+class DivergenceEstimator(ABC):
     """Estimates of div f at x: (count, batch), one row per probe (``count`` = 1 for exact)."""
 
     count: int = 1
@@ -46,12 +48,12 @@ class DivergenceEstimator:
         """The probes of one solve: (count, batch * paths, ...) for x (batch, ...), or None."""
         return None
 
+    @abstractmethod
     def __call__(self, output: Tensor, x: Tensor, probes: Tensor | None) -> Tensor:
         """``output`` = f(x) (batch, ...) built with autograd from ``x`` (requires grad)."""
-        raise NotImplementedError
 
-    def describe(self) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def describe(self) -> str: ...
 
 
 class ExactDivergence(DivergenceEstimator):

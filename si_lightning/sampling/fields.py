@@ -12,6 +12,7 @@ both), and ``evaluations_per_call`` is 2 for classifier-free guidance.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -24,7 +25,7 @@ from si_lightning.interpolants import PREDICTIONS, Interpolant, Prediction, conv
 Network = Callable[[Tensor, Tensor, Condition | None], Tensor]  # (x (batch, ...), t (batch,), cond) -> output
 
 
-class Fields:
+class Fields(ABC):
     """Base class of the sampler protocol.
 
     Subclasses implement ``velocity`` and, if ``has_score``, ``score``; ``data`` (E[x1 | x_t], for the
@@ -40,13 +41,15 @@ class Fields:
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
 
+    @abstractmethod
     def velocity(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         """b(t, x): (batch, ...)."""
-        raise NotImplementedError
 
     def score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         """s(t, x) = grad log rho_t(x): (batch, ...)."""
-        raise NotImplementedError
+        raise TypeError(
+            f"{type(self).__name__} does not implement score(t, x, cond); fields without a score set has_score = False"
+        )
 
     def data(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         """eta_1(t, x) = E[x1 | x_t = x]: (batch, ...)."""

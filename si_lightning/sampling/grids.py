@@ -7,17 +7,18 @@ Heun on a uniform grid can lose to Euler at equal NFE when the field is stiff ne
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 
 import torch
 from torch import Tensor
 
 
-class TimeGrid:
+class TimeGrid(ABC):
     """Maps ``steps`` to times (steps + 1,) from ``start`` to ``end`` (either direction), ends exact."""
 
+    @abstractmethod
     def fractions(self, steps: int) -> Tensor:
         """Increasing fractions u_0 = 0 < ... < u_steps = 1 in float64."""
-        raise NotImplementedError
 
     def __call__(
         self, start: float, end: float, steps: int, device: torch.device | str = "cpu", dtype=torch.float64

@@ -11,6 +11,7 @@ SDE to t_end). No host sync per step: a NaN or inf is recorded on the device and
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -37,13 +38,13 @@ from si_lightning.sampling.solvers import FiniteMonitor
 Drift = Callable[[Tensor, Tensor, Tensor], Tensor]  # (t 0-d, x, eps 0-d) -> b +- eps s
 
 
-class SDEMethod:
+class SDEMethod(ABC):
     """One step from t to t_next with Brownian increment sqrt(|h|) * noise (noise ~ N(0, I))."""
 
+    @abstractmethod
     def step(
         self, drift: Drift, t: Tensor, t_next: Tensor, x: Tensor, eps: Tensor, eps_next: Tensor, noise: Tensor
-    ) -> Tensor:
-        raise NotImplementedError
+    ) -> Tensor: ...
 
 
 class EulerMaruyama(SDEMethod):
@@ -77,13 +78,15 @@ class StochasticHeun(SDEMethod):
 SDE_METHODS: dict[str, type[SDEMethod]] = {"euler-maruyama": EulerMaruyama, "heun": StochasticHeun}
 
 
-class LastStep:
+class LastStep(ABC):
     """The final move from the stopping time t to t_end = t + h (``needs_data``: uses E[x1 | x_t])."""
 
     needs_data: bool = False
 
-    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
-        raise NotImplementedError
+    @abstractmethod
+    def apply(
+        self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None
+    ) -> Tensor: ...
 
 
 class MeanStep(LastStep):

@@ -8,6 +8,7 @@ at every step anyway, so their right-hand side checks its own output and names t
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 
 import torch
@@ -46,11 +47,11 @@ class FiniteMonitor:
             )
 
 
-class FixedStepMethod:
+class FixedStepMethod(ABC):
     """One step from t to t_next; ``last`` marks the final step of the grid."""
 
-    def step(self, function: Function, t: Tensor, t_next: Tensor, state: State, last: bool) -> State:
-        raise NotImplementedError
+    @abstractmethod
+    def step(self, function: Function, t: Tensor, t_next: Tensor, state: State, last: bool) -> State: ...
 
 
 class Euler(FixedStepMethod):
