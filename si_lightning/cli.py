@@ -14,8 +14,10 @@ commit are logged (``RunTracking``), the run goes offline when no ``WANDB_API_KE
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import sys
 from collections.abc import Iterator
 from operator import attrgetter
 from typing import Any
@@ -25,6 +27,8 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 
 from si_lightning.callbacks.artifacts import run_directory
 from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resume_wandb_run
+from si_lightning.commands import COMMANDS
+from si_lightning.errors import EXIT_SUCCESS
 from si_lightning.files import write_atomically
 from si_lightning.module import InterpolantModule
 
@@ -102,8 +106,8 @@ class InterpolantCLI(LightningCLI):
         return trainer
 
 
-def main(args: list[str] | None = None, run: bool = True) -> InterpolantCLI:
-    """Entry point of the `si-lightning` console script."""
+def build_cli(args: list[str] | None = None, run: bool = True) -> InterpolantCLI:
+    """The LightningCLI of ``si-lightning fit/validate/test`` (``run=False``: parse and build only)."""
     return InterpolantCLI(
         InterpolantModule,
         LightningDataModule,
@@ -115,5 +119,17 @@ def main(args: list[str] | None = None, run: bool = True) -> InterpolantCLI:
     )
 
 
+def main(args: list[str] | None = None) -> int:
+    """Entry point of the `si-lightning` console script; returns the exit status (errors.EXIT_*).
+
+    ``si-lightning <command> ...`` runs one of ``COMMANDS`` (sample, evaluate) when named, else LightningCLI.
+    """
+    arguments = list(sys.argv[1:] if args is None else args)
+    if arguments and arguments[0] in COMMANDS:
+        return importlib.import_module(COMMANDS[arguments[0]]).main(arguments[1:])
+    build_cli(arguments)
+    return EXIT_SUCCESS
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -23,8 +23,7 @@ from torchvision.utils import make_grid, save_image
 
 from si_lightning.callbacks import FIDCallback
 from si_lightning.callbacks.artifacts import run_directory
-from si_lightning.cli import InterpolantCLI
-from si_lightning.cli import main as cli_main
+from si_lightning.cli import InterpolantCLI, build_cli
 from si_lightning.files import write_atomically
 from si_lightning.sampling import ODESampler, SDESampler, base_noise
 
@@ -63,7 +62,7 @@ def write_grid(path: Path, rows: dict[str, Tensor], scale: int = 4) -> None:
 
 
 def run(arguments: list[str]) -> dict[str, float]:
-    cli: InterpolantCLI = cli_main(["fit", "-c", str(CONFIG), *arguments])
+    cli: InterpolantCLI = build_cli(["fit", "-c", str(CONFIG), *arguments])
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     directory = run_directory(trainer)
     if trainer.global_rank != 0:

@@ -24,7 +24,7 @@ from si_lightning.callbacks.likelihood import (
     standard_normal_log_prob,
     units_for,
 )
-from si_lightning.cli import main
+from si_lightning.cli import build_cli as main
 from si_lightning.condition import Condition
 from si_lightning.couplings import ClassLabels, SuperResolution
 from si_lightning.data import DigitsDataModule, ToyDataModule

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from si_lightning.cli import main
+from si_lightning.cli import build_cli as main
 from si_lightning.module import InterpolantModule
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

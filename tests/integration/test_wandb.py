@@ -30,7 +30,7 @@ from si_lightning.callbacks.tracking import (
     git_state,
     resume_wandb_run,
 )
-from si_lightning.cli import main
+from si_lightning.cli import build_cli as main
 
 wandb = pytest.importorskip("wandb")
 from wandb.proto import wandb_internal_pb2  # noqa: E402  (after the importorskip)
