@@ -135,7 +135,7 @@ def main(args: list[str] | None = None) -> int:
     if arguments and arguments[0] in COMMANDS:
         return importlib.import_module(COMMANDS[arguments[0]]).main(arguments[1:])
     try:
-        build_cli(arguments)
+        build_cli(args)  # None: LightningCLI reads sys.argv itself
     except SIGTERMException as stop:  # Lightning's clean exit on SIGTERM would report success
         status, line = preemption_summary(stop)
         print(f"si-lightning: {line}", file=sys.stderr)

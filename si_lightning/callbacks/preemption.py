@@ -10,7 +10,8 @@ and ``on_exception`` writes ``last.ckpt`` of the current step into the run's che
 Under SLURM, submit with ``#SBATCH --signal=B:USR1@120`` (or let SLURM send SIGTERM at the time
 limit): SIGUSR1 is handled like SIGTERM, and with ``requeue`` the job is put back in the queue
 (``scontrol requeue``) once the checkpoint is written; its relaunch with ``--ckpt_path last``
-continues the run.
+continues the run. The loggers are flushed with every checkpoint, so after a kill the logged metrics
+reach at least the step of the checkpoint a resume starts from.
 """
 
 from __future__ import annotations
@@ -81,6 +82,11 @@ class Preemption(Callback):
         self.signal_received = signum
         if self._trainer is not None:
             self._trainer._signal_connector.received_sigterm = True
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict) -> None:
+        """Flush the loggers with every checkpoint, so the metrics of the steps it holds survive a kill."""
+        for logger in trainer.loggers:
+            logger.save()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:

@@ -1,0 +1,152 @@
+"""Jobs that survive, through the real executable: DDP (CLI and torchrun), kill -9 and resume, SIGTERM.
+
+The digits experiment trains without its evaluations (EMA, a checkpoint every 10 steps, the loss of
+every step in metrics.csv). Its per-step losses and EMA weights are compared across launches:
+deterministic CPU kernels make two uninterrupted runs bit-identical, so a faithful resume must
+reproduce them to float rounding.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from si_lightning.module import InterpolantModule
+from tests.integration.executable import (
+    EXECUTABLE,
+    TORCHRUN,
+    checkpoint_steps,
+    digits_arguments,
+    finish,
+    last_line,
+    load,
+    losses_by_step,
+    run,
+    start,
+    training_config,
+    wait_for,
+)
+
+STEPS = 80  # 25 batches of 64 per epoch: the run crosses two epoch boundaries
+
+
+def ema_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """The averaged network of a checkpoint (its ``state_dict``; the raw weights are ``current_model_state``)."""
+    return {name: value for name, value in checkpoint["state_dict"].items() if name.startswith("backbone.")}
+
+
+def assert_same_weights(first: dict[str, torch.Tensor], second: dict[str, torch.Tensor], tolerance: float) -> None:
+    assert first.keys() == second.keys()
+    worst = max(float((first[name] - second[name]).abs().max()) for name in first)
+    assert worst <= tolerance, f"weights differ by up to {worst:.3g}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[dict[int, float], dict]:
+    """Per-step losses and the final checkpoint of a run that was never stopped."""
+    directory = tmp_path_factory.mktemp("uninterrupted")
+    config = training_config(directory, directory / "runs")
+    completed = run([str(EXECUTABLE), *digits_arguments(config, STEPS)], directory, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    (version,) = (directory / "runs" / "digits").iterdir()
+    return losses_by_step(version / "metrics.csv"), load(version / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("same_command_line", [False, True], ids=["explicit-checkpoint", "ckpt_path-last"])
+def test_kill_9_mid_epoch_then_resume_reproduces_every_step(tmp_path, uninterrupted, same_command_line):
+    reference_losses, reference_checkpoint = uninterrupted
+    config = training_config(tmp_path, tmp_path / "runs")
+    command = [str(EXECUTABLE), *digits_arguments(config, STEPS)]
+    if same_command_line:  # what a requeued job runs: the same line, first with nothing to resume
+        command += ["--ckpt_path", "last"]
+    first = start(command, tmp_path)
+    checkpoints = tmp_path / "runs" / "digits" / "version_0" / "checkpoints"
+    wait_for(lambda: 30 in checkpoint_steps(checkpoints), first, timeout=600)  # step 30: epoch 1, batch 5
+    os.killpg(first.pid, signal.SIGKILL)
+    _, first_stderr = first.communicate()
+    if same_command_line:
+        assert "no checkpoint of this run" in first_stderr and "starting a new run" in first_stderr
+        resumed_command = command
+    else:
+        resumed_command = [*command, "--ckpt_path", str(checkpoints / "last.ckpt")]
+    resumed_from = load(checkpoints / "last.ckpt")["global_step"]
+    assert 30 <= resumed_from < STEPS
+
+    second = finish(start(resumed_command, tmp_path), timeout=600)
+    assert second.returncode == 0, second.stderr[-3000:]
+    if same_command_line:
+        assert f"continuing from {checkpoints / 'last.ckpt'}" in second.stderr
+    # One run directory: the resumed run wrote into the killed run's version.
+    assert [path.name for path in (tmp_path / "runs" / "digits").iterdir()] == ["version_0"]
+    losses = losses_by_step(tmp_path / "runs" / "digits" / "version_0" / "metrics.csv")
+    before = list(range(resumed_from))  # flushed with the checkpoint by the killed launch, kept by the resumed one
+    assert all(losses[step] == reference_losses[step] for step in before)
+    after = list(range(resumed_from, resumed_from + 50))  # logged step s is the loss of optimiser step s + 1
+    assert all(step in losses for step in after), sorted(set(after) - set(losses))
+    worst = max(abs(losses[step] - reference_losses[step]) for step in after)
+    assert worst <= 1e-6, f"per-step losses after the resume differ by up to {worst:.3g}"
+    final = load(checkpoints / "last.ckpt")
+    assert final["global_step"] == STEPS
+    assert_same_weights(ema_weights(final), ema_weights(reference_checkpoint), tolerance=1e-6)
+    assert_same_weights(final["current_model_state"], reference_checkpoint["current_model_state"], tolerance=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigterm_writes_a_checkpoint_at_that_step_and_exits_non_zero(tmp_path):
+    config = training_config(tmp_path, tmp_path / "runs", every=1000)  # no periodic checkpoint in the way
+    process = start([str(EXECUTABLE), *digits_arguments(config, 100_000)], tmp_path)
+    version = tmp_path / "runs" / "digits" / "version_0"
+    wait_for(lambda: (version / "config.yaml").exists(), process, timeout=600)  # written at setup
+    time.sleep(random.uniform(2.0, 6.0))  # then a random step
+    os.kill(process.pid, signal.SIGTERM)
+    completed = finish(process, timeout=300)
+    assert completed.returncode == 128 + signal.SIGTERM, completed.stderr[-3000:]
+    line = last_line(completed.stderr)
+    assert line.startswith("si-lightning: stopped by SIGTERM at global step "), line
+    step = int(line.split("global step ")[1].split(";")[0])
+    path = version / "checkpoints" / "last.ckpt"
+    assert line.endswith(f"checkpoint written to {path}"), line
+    checkpoint = load(path)
+    assert checkpoint["global_step"] == step > 0
+    model = InterpolantModule.load_from_checkpoint(path)  # loads, with the EMA weights
+    weights = ema_weights(checkpoint)
+    assert_same_weights({name: model.state_dict()[name] for name in weights}, weights, tolerance=0.0)
+
+
+def one_process_reference(directory: Path, steps: int) -> dict:
+    config = training_config(directory, directory / "runs")
+    completed = run([str(EXECUTABLE), *digits_arguments(config, steps, 64)], directory, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return load(directory / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("launcher", ["cli-ddp", "torchrun"])
+def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, launcher):
+    """2 x 32 on two CPU processes (gloo) = 1 x 64: same data, same noise, DDP-averaged gradients."""
+    steps = 30
+    reference = one_process_reference(tmp_path / "one", steps)
+    directory = tmp_path / launcher
+    directory.mkdir()
+    config = training_config(directory, directory / "runs")
+    arguments = digits_arguments(config, steps, 32, "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    if launcher == "torchrun":
+        command = [str(TORCHRUN), "--nproc_per_node", "2", "--master_port", str(29_500 + os.getpid() % 1000),
+                   str(EXECUTABLE), *arguments]  # fmt: skip
+    else:
+        command = [str(EXECUTABLE), *arguments]
+    completed = run(command, directory, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-3000:]  # torchrun: non-zero if any rank failed
+    checkpoint = load(directory / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt")
+    assert checkpoint["global_step"] == steps
+    assert_same_weights(ema_weights(checkpoint), ema_weights(reference), tolerance=1e-5)
