@@ -7,6 +7,8 @@ callbacks run after every other callback (Lightning orders them last), so a Mode
 monitor a metric of the same step. A step is evaluated at most once (gradient accumulation calls
 the hook several times per step; the end of fit often falls on a multiple of N). A standalone
 ``trainer.validate(model, ckpt_path=...)`` evaluates once, at the end of its validation epoch.
+The last evaluated step is in the checkpoint, so a run stopped during an evaluation (a preemption
+checkpoint of that step) runs the evaluation when it resumes.
 """
 
 from __future__ import annotations
@@ -86,6 +88,19 @@ class PeriodicEvaluation(Callback, ABC):
             return
         if step != self.last_evaluated_step:
             self._run(trainer, pl_module)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A run resumed from a checkpoint written before that step's evaluation (a preemption) runs it now."""
+        step = trainer.global_step
+        due = self.every_n_steps is not None and step > 0 and step % self.every_n_steps == 0
+        if due and trainer.ckpt_path is not None and self.last_evaluated_step != step:
+            self._run(trainer, pl_module)
+
+    def state_dict(self) -> dict[str, int | None]:
+        return {"last_evaluated_step": self.last_evaluated_step}
+
+    def load_state_dict(self, state_dict: dict[str, int | None]) -> None:
+        self.last_evaluated_step = state_dict.get("last_evaluated_step")
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.at_end and trainer.global_step != self.last_evaluated_step:

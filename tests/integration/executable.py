@@ -42,12 +42,14 @@ trainer:
 """
 
 
-def environment() -> dict[str, str]:
-    """The caller's environment with one thread per process (two ranks share the 2 cores of CI)."""
+def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The caller's environment with one thread per process (two ranks share the 2 cores of CI), no
+    launcher or SLURM variables of its own, and ``extra``."""
     values = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
-    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        values.pop(name, None)
-    return values
+    for name in [*values]:
+        if name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") or name.startswith("SLURM_"):
+            values.pop(name)
+    return {**values, **(extra or {})}
 
 
 def training_config(directory: Path, root: Path, every: int = 10) -> Path:
@@ -63,10 +65,10 @@ def digits_arguments(config: Path, steps: int, batch_size: int = 64, *extra: str
     ]  # fmt: skip
 
 
-def start(command: list[str], cwd: Path) -> subprocess.Popen:
+def start(command: list[str], cwd: Path, extra_environment: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a command in its own process group (so the ranks it starts can be killed with it)."""
     return subprocess.Popen(
-        command, cwd=cwd, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        command, cwd=cwd, env=environment(extra_environment), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
     )  # fmt: skip
 

@@ -21,7 +21,6 @@ from si_lightning.module import InterpolantModule
 from tests.integration.executable import (
     EXECUTABLE,
     TORCHRUN,
-    checkpoint_steps,
     digits_arguments,
     finish,
     last_line,
@@ -33,7 +32,7 @@ from tests.integration.executable import (
     wait_for,
 )
 
-STEPS = 80  # 25 batches of 64 per epoch: the run crosses two epoch boundaries
+STEPS = 100  # 25 batches of 64 per epoch: the run crosses three epoch boundaries
 
 
 def ema_weights(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -69,7 +68,12 @@ def test_kill_9_mid_epoch_then_resume_reproduces_every_step(tmp_path, uninterrup
         command += ["--ckpt_path", "last"]
     first = start(command, tmp_path)
     checkpoints = tmp_path / "runs" / "digits" / "version_0" / "checkpoints"
-    wait_for(lambda: 30 in checkpoint_steps(checkpoints), first, timeout=600)  # step 30: epoch 1, batch 5
+
+    def written_step_30() -> bool:  # epoch=1-step=30.ckpt (epoch 1, batch 5), then last.ckpt after it
+        numbered, last = checkpoints / "epoch=1-step=30.ckpt", checkpoints / "last.ckpt"
+        return numbered.is_file() and last.is_file() and last.stat().st_mtime >= numbered.stat().st_mtime
+
+    wait_for(written_step_30, first, timeout=600)
     os.killpg(first.pid, signal.SIGKILL)
     _, first_stderr = first.communicate()
     if same_command_line:
@@ -78,7 +82,7 @@ def test_kill_9_mid_epoch_then_resume_reproduces_every_step(tmp_path, uninterrup
     else:
         resumed_command = [*command, "--ckpt_path", str(checkpoints / "last.ckpt")]
     resumed_from = load(checkpoints / "last.ckpt")["global_step"]
-    assert 30 <= resumed_from < STEPS
+    assert 30 <= resumed_from <= STEPS - 50
 
     second = finish(start(resumed_command, tmp_path), timeout=600)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -150,3 +154,32 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, laun
     checkpoint = load(directory / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt")
     assert checkpoint["global_step"] == steps
     assert_same_weights(ema_weights(checkpoint), ema_weights(reference), tolerance=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_sigusr1_under_slurm_checkpoints_and_requeues_the_job(tmp_path):
+    """SLURM's warning signal: a checkpoint at the current step, `scontrol requeue <job>`, exit 128 + 10."""
+    bin_directory = tmp_path / "bin"
+    bin_directory.mkdir()
+    scontrol = bin_directory / "scontrol"  # stands in for SLURM's scontrol: records how it was called
+    scontrol.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path / "scontrol.log"}\n')
+    scontrol.chmod(0o755)
+    slurm = {
+        "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "digits", "SLURM_JOB_ID": "4242", "SLURM_PROCID": "0",
+        "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "localhost",
+        "PATH": f"{bin_directory}:{os.environ['PATH']}",
+    }  # fmt: skip
+    config = training_config(tmp_path, tmp_path / "runs", every=1000)
+    process = start([str(EXECUTABLE), *digits_arguments(config, 100_000)], tmp_path, extra_environment=slurm)
+    version = tmp_path / "runs" / "digits" / "version_0"
+    wait_for(lambda: (version / "config.yaml").exists(), process, timeout=600)
+    time.sleep(random.uniform(2.0, 4.0))
+    os.kill(process.pid, signal.SIGUSR1)
+    completed = finish(process, timeout=300)
+    assert completed.returncode == 128 + signal.SIGUSR1, completed.stderr[-3000:]
+    line = last_line(completed.stderr)
+    assert line.startswith("si-lightning: stopped by SIGUSR1 at global step "), line
+    step = int(line.split("global step ")[1].split(";")[0])
+    assert load(version / "checkpoints" / "last.ckpt")["global_step"] == step > 0
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]

@@ -264,7 +264,9 @@ def test_offline_run_holds_metrics_image_config_and_commit(first_run):
 
 
 @pytest.mark.timeout(120)
-def test_resume_from_the_checkpoint_continues_the_same_run(first_run):
+def test_resume_with_ckpt_path_last_continues_the_same_run(first_run):
+    """The relaunch names no checkpoint (``--ckpt_path last``, what a requeued job runs): the run's newest
+    checkpoint is found, and with it the W&B run id and the run directory."""
     save_dir = first_run["save_dir"]
     first_id = first_run["cli"].trainer.logger.version
     (checkpoint,) = save_dir.rglob("last.ckpt")
@@ -272,7 +274,7 @@ def test_resume_from_the_checkpoint_continues_the_same_run(first_run):
 
     with pytest.MonkeyPatch.context() as patch:
         without_credentials(patch, first_run["root"])
-        cli, evaluation = fit(fit_arguments(save_dir, max_steps=6) + ["--ckpt_path", str(checkpoint)])
+        cli, evaluation = fit(fit_arguments(save_dir, max_steps=6) + ["--ckpt_path", "last"])
 
     assert cli.trainer.global_step == 6
     first, second = (read_offline_run(directory) for directory in offline_runs(save_dir))
@@ -285,6 +287,7 @@ def test_resume_from_the_checkpoint_continues_the_same_run(first_run):
     assert max(second_steps) == 6
     assert second.values(FID_KEY) == pytest.approx([evaluation[FID_KEY][6]], rel=1e-6)  # one evaluation, at 6
     assert second.config["config"]["ckpt_path"] == str(checkpoint)
+    assert run_folder_of(cli) == checkpoint.parent.parent  # the same run directory
 
 
 # ------------------------------------------------------------------------------ the pieces, alone
