@@ -140,24 +140,47 @@ def test_toy_module_passes_labels_through_class_labels():
     assert torch.equal(batch.cond.labels, raw[1]) and torch.equal(batch.x1, raw[0])
 
 
-def test_training_noise_differs_by_rank_and_resumes_from_the_state():
-    def training_module(rank: int) -> ToyDataModule:
-        module = ToyDataModule("8-gaussians", num_samples=256, batch_size=32)
-        module.trainer = SimpleNamespace(training=True, global_rank=rank)  # what the module reads of a Trainer
+def training_view(module, rank: int = 0, world_size: int = 1, epoch: int = 0):
+    """What the datamodule reads of a Trainer in the training loop (rank, world size, epoch)."""
+    module.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=world_size, current_epoch=epoch)
+    return module
+
+
+def training_batches(module, count: int) -> list[Batch]:
+    """The first ``count`` coupled training batches, through both transfer hooks as in the fit loop."""
+    batches = []
+    for raw in module.train_dataloader():
+        batches.append(module.on_after_batch_transfer(module.on_before_batch_transfer(raw, 0), 0))
+        if len(batches) == count:
+            return batches
+    return batches
+
+
+def test_training_noise_is_a_function_of_epoch_and_batch_and_resumes_without_state():
+    def fresh() -> ToyDataModule:
+        module = training_view(ToyDataModule("8-gaussians", num_samples=256, batch_size=32))
         module.setup("fit")
         return module
 
-    raw = next(iter(training_module(0).val_dataloader()))
-    module = training_module(0)
-    first = module.on_after_batch_transfer(raw, 0).x0
-    state = module.state_dict()
-    expected = module.on_after_batch_transfer(raw, 0).x0
-    assert not torch.equal(first, expected)  # a fresh draw at every training step
-    resumed = training_module(0)
-    resumed.load_state_dict(state)
-    assert torch.equal(resumed.on_after_batch_transfer(raw, 0).x0, expected)
-    assert torch.equal(training_module(0).on_after_batch_transfer(raw, 0).x0, first)
-    assert not torch.equal(training_module(1).on_after_batch_transfer(raw, 0).x0, first)
+    first = training_batches(fresh(), 4)
+    again = training_batches(fresh(), 4)
+    for one, other in zip(first, again, strict=True):  # a new process draws the same batches
+        assert torch.equal(one.x0, other.x0) and torch.equal(one.x1, other.x1)
+    assert not torch.equal(first[0].x0, first[1].x0)  # a fresh draw for every batch
+    # A resume after 2 batches: the loader's state restarts the epoch at batch 2, with batch 2's noise.
+    resumed = fresh()
+    loader = resumed.train_dataloader()
+    loader.load_state_dict({"epoch": 0, "batches": 2})
+    raw = next(iter(loader))
+    batch = resumed.on_after_batch_transfer(resumed.on_before_batch_transfer(raw, 0), 0)
+    assert torch.equal(batch.x0, first[2].x0) and torch.equal(batch.x1, first[2].x1)
+    # Another epoch: another order and other noise.
+    later = fresh()
+    later.trainer.current_epoch = 1
+    loader = later.train_dataloader()
+    loader.sampler.set_epoch(1)
+    raw = next(iter(loader))
+    assert not torch.equal(later.on_after_batch_transfer(later.on_before_batch_transfer(raw, 0), 0).x1, first[0].x1)
 
 
 def test_toy_module_rejects_bad_settings():
@@ -291,19 +314,24 @@ def test_cifar10_reads_the_pickle_batches(tmp_path):
 
 
 def test_training_images_are_flipped_half_the_time(tmp_path):
+    """Flips happen on the device, drawn from each training batch's generator: about half of them."""
     write_cifar(tmp_path, per_batch=4)
     module = ImageDataModule("cifar10", root=str(tmp_path), val_fraction=0.1, batch_size=4, num_workers=0)
     module.setup("fit")
     train = module.dataset("train")
-    torch.manual_seed(0)
-    mirrored, draws = 0, 100
-    for _ in range(draws):
-        x, _, index = train.__getitems__(list(range(len(train))))
-        original = train.data[index]
-        same, flipped = (x == original).flatten(1).all(1), (x == original.flip(-1)).flatten(1).all(1)
-        assert bool((same ^ flipped).all())  # each image is itself or its mirror, never both
-        mirrored += int(flipped.sum())
-    total = draws * len(train)
+    mirrored, total = 0, 0
+    for epoch in range(100):
+        training_view(module, epoch=epoch)
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        for raw in loader:
+            x1, _, index = raw
+            batch = module.on_after_batch_transfer(module.on_before_batch_transfer(raw, 0), 0)
+            original = train.data[index].float() / 127.5 - 1
+            same = (batch.x1 == original).flatten(1).all(1)
+            flipped = (batch.x1 == original.flip(-1)).flatten(1).all(1)
+            assert bool((same ^ flipped).all())  # each image is itself or its mirror, never both
+            mirrored, total = mirrored + int(flipped.sum()), total + index.numel()
     assert abs(mirrored / total - 0.5) < 5 * math.sqrt(0.25 / total)
     val, _, index = module.dataset("val").__getitems__([0])
     assert torch.equal(val, module.dataset("val").data[index])  # validation images are never flipped
