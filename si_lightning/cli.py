@@ -33,7 +33,7 @@ from si_lightning.commands import COMMANDS
 from si_lightning.errors import EXIT_SUCCESS
 from si_lightning.files import write_atomically
 from si_lightning.module import InterpolantModule
-from si_lightning.runs import resolve_last_checkpoint
+from si_lightning.runs import adopt_run_directory, resolve_last_checkpoint
 
 LINKED_BACKBONE_ATTRIBUTES = ("data_shape", "num_classes", "cond_channels")
 
@@ -95,6 +95,7 @@ class InterpolantCLI(LightningCLI):
                 raise ValueError(f"{where} = {value!r}: a learning rate must be a finite number >= 0")
         if self.subcommand == "fit":
             resolve_last_checkpoint(config)  # before the logger exists: it may take the run's version
+            adopt_run_directory(config)
         choose_wandb_mode(config)
         resume_wandb_run(config)
 

@@ -10,6 +10,9 @@ requeued job would start over. Here ``last`` is resolved first:
   logger then takes, so the run goes on writing into the same directory (and the same W&B run: the
   id stored in the checkpoint is reused);
 - no checkpoint: the run starts fresh and says so in one line.
+
+An explicit ``--ckpt_path <run>/checkpoints/X.ckpt`` inside the logger's ``save_dir/name`` also
+continues in ``<run>`` when the logger names no version (``adopt_run_directory``).
 """
 
 from __future__ import annotations
@@ -86,6 +89,26 @@ def _version_folder(version: Any) -> str:
     return f"version_{version}" if isinstance(version, int) else str(version)
 
 
+def _take_version(logger: Any, version_key: str, folder: str) -> None:
+    """Give the logger the version whose folder is ``folder`` (``version_3`` -> 3, other names as they are)."""
+    match = VERSION_PATTERN.fullmatch(folder)
+    arguments = _get(logger, "init_args")
+    if arguments is not None:
+        arguments[version_key] = int(match.group(1)) if match else folder
+
+
+def adopt_run_directory(config: Any) -> None:
+    """A checkpoint given by path inside ``save_dir/name/<version>/checkpoints/`` of the config's logger
+    (with no version of its own): the run continues in that version's directory."""
+    ckpt_path, logger = _get(config, "ckpt_path"), _first_logger(config)
+    if not ckpt_path or ckpt_path in ("last", "best", "hpc", "registry") or _get(logger, "class_path") is None:
+        return
+    root, version, version_key = _logger_location(logger)
+    path = Path(ckpt_path).resolve()
+    if version is None and path.parent.name == "checkpoints" and path.parent.parent.parent == root.resolve():
+        _take_version(logger, version_key, path.parent.parent.name)
+
+
 def _newest(paths: list[Path]) -> Path | None:
     existing = [path for path in paths if path.is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
@@ -120,11 +143,7 @@ def resolve_last_checkpoint(config: Any) -> Path | None:
         else:
             searched, found = root, _newest(list(root.glob(f"*/checkpoints/{LAST_NAME}")))
             if found is not None:
-                folder = found.parent.parent.name
-                match = VERSION_PATTERN.fullmatch(folder)
-                arguments = _get(logger, "init_args")
-                if arguments is not None:
-                    arguments[version_key] = int(match.group(1)) if match else folder
+                _take_version(logger, version_key, found.parent.parent.name)
     config["ckpt_path"] = None if found is None else str(found)
     if rank_zero_only.rank == 0:  # every process of a multi-process launch resolves it; one says so
         if found is None:

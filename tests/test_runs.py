@@ -8,7 +8,7 @@ from pathlib import Path
 
 from jsonargparse import Namespace
 
-from si_lightning.runs import resolve_last_checkpoint
+from si_lightning.runs import adopt_run_directory, resolve_last_checkpoint
 
 CSV = "si_lightning.loggers.CSVLogger"
 WANDB = "lightning.pytorch.loggers.WandbLogger"
@@ -78,3 +78,14 @@ def test_other_values_are_left_alone(tmp_path):
     for value in (None, "best", str(tmp_path / "given.ckpt")):
         parsed = config(logger(CSV, save_dir=str(tmp_path), name="digits"), ckpt_path=value)
         assert resolve_last_checkpoint(parsed) is None and parsed.ckpt_path == value
+
+
+def test_an_explicit_checkpoint_of_a_run_continues_in_that_run(tmp_path):
+    path = checkpoint(tmp_path / "digits" / "version_2" / "checkpoints" / "epoch=1-step=30.ckpt")
+    parsed = config(logger(CSV, save_dir=str(tmp_path), name="digits", version=None), ckpt_path=str(path))
+    adopt_run_directory(parsed)
+    assert parsed.trainer.logger.init_args.version == 2 and parsed.ckpt_path == str(path)
+    elsewhere = checkpoint(tmp_path / "downloads" / "model.ckpt")  # not a checkpoint of this run: a new version
+    parsed = config(logger(CSV, save_dir=str(tmp_path), name="digits", version=None), ckpt_path=str(elsewhere))
+    adopt_run_directory(parsed)
+    assert parsed.trainer.logger.init_args.version is None
