@@ -127,6 +127,7 @@ def test_sigterm_writes_a_checkpoint_at_that_step_and_exits_non_zero(tmp_path):
 
 
 def one_process_reference(directory: Path, steps: int) -> dict:
+    directory.mkdir(parents=True, exist_ok=True)
     config = training_config(directory, directory / "runs")
     completed = run([str(EXECUTABLE), *digits_arguments(config, steps, 64)], directory, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
