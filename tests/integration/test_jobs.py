@@ -184,3 +184,60 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues_the_job(tmp_path):
     step = int(line.split("global step ")[1].split(";")[0])
     assert load(version / "checkpoints" / "last.ckpt")["global_step"] == step > 0
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
+
+
+LONG_EVALUATION = """
+trainer:
+  logger:
+    class_path: si_lightning.loggers.CSVLogger
+    init_args:
+      save_dir: {root}
+      name: digits
+  limit_val_batches: 0
+  enable_progress_bar: false
+  callbacks:
+    - class_path: si_lightning.callbacks.EMA
+    - class_path: si_lightning.callbacks.SamplingCallback
+      init_args:
+        num_samples: 2048
+        batch_size: 64
+        every_n_steps: 2
+        at_end: false
+        samplers:
+          ode-heun:
+            class_path: si_lightning.sampling.ODESampler
+            init_args:
+              method: heun
+              steps: 50
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_sigterm_stops_a_long_evaluation_at_its_next_batch_and_the_resume_runs_it(tmp_path):
+    """An evaluation of 32 batches x 99 network calls is cut at a batch boundary; resumed, it runs in full."""
+    config = tmp_path / "long-evaluation.yaml"
+    config.write_text(LONG_EVALUATION.format(root=tmp_path / "runs"))
+    command = [str(EXECUTABLE), *digits_arguments(config, 3)]
+    process = start(command, tmp_path)
+    version = tmp_path / "runs" / "digits" / "version_0"
+    wait_for(lambda: (version / "config.yaml").exists(), process, timeout=600)
+    time.sleep(5.0)  # two steps take a fraction of a second: the run is inside the evaluation of step 2
+    signalled = time.monotonic()
+    os.kill(process.pid, signal.SIGTERM)
+    completed = finish(process, timeout=300)
+    stopped_after = time.monotonic() - signalled
+    assert completed.returncode == 128 + signal.SIGTERM, completed.stderr[-3000:]
+    assert last_line(completed.stderr).startswith("si-lightning: stopped by SIGTERM at global step 2;")
+    assert not (version / "evaluation" / "metrics.jsonl").exists()  # the evaluation did not finish
+    assert load(version / "checkpoints" / "last.ckpt")["global_step"] == 2
+
+    started = time.monotonic()
+    resumed = run([*command, "--ckpt_path", "last"], tmp_path, timeout=600)
+    resumed_seconds = time.monotonic() - started
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    records = [line for line in (version / "evaluation" / "metrics.jsonl").read_text().splitlines() if line]
+    assert len(records) == 1 and '"step": 2' in records[0]  # step 2's evaluation, run on resume
+    assert len(list(version.rglob("step-00000002.png"))) == 1  # its picture
+    # Stopping took a batch, not an evaluation: far less than the resumed run (one whole evaluation) took.
+    assert stopped_after < resumed_seconds / 2, (stopped_after, resumed_seconds)
