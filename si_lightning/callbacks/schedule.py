@@ -74,11 +74,12 @@ class PeriodicEvaluation(Callback, ABC):
             )
 
     def _run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.last_evaluated_step = trainer.global_step
         # A standalone validate runs its hooks under inference mode, whose tensors cannot enter autograd (the
         # likelihood's divergence) or be updated in place later (metric states); evaluations run outside it.
         with torch.inference_mode(False):
             self.evaluate(trainer, pl_module)
+        # Only a finished evaluation counts: one stopped by a preemption runs again when the run resumes.
+        self.last_evaluated_step = trainer.global_step
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: object, batch: object, batch_idx: int

@@ -223,7 +223,7 @@ def first_run(tmp_path_factory):
         }
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_offline_run_holds_metrics_image_config_and_commit(first_run):
     (directory,) = offline_runs(first_run["save_dir"])  # offline although the config says offline: false
     run = read_offline_run(directory)
@@ -263,7 +263,7 @@ def test_offline_run_holds_metrics_image_config_and_commit(first_run):
     assert not (first_run["save_dir"] / "config.yaml").exists()
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(300)
 def test_resume_with_ckpt_path_last_continues_the_same_run(first_run):
     """The relaunch names no checkpoint (``--ckpt_path last``, what a requeued job runs): the run's newest
     checkpoint is found, and with it the W&B run id and the run directory."""
