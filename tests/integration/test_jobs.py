@@ -199,7 +199,7 @@ trainer:
     - class_path: si_lightning.callbacks.EMA
     - class_path: si_lightning.callbacks.SamplingCallback
       init_args:
-        num_samples: 2048
+        num_samples: 1024
         batch_size: 64
         every_n_steps: 2
         at_end: false
@@ -208,21 +208,21 @@ trainer:
             class_path: si_lightning.sampling.ODESampler
             init_args:
               method: heun
-              steps: 50
+              steps: 25
 """
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigterm_stops_a_long_evaluation_at_its_next_batch_and_the_resume_runs_it(tmp_path):
-    """An evaluation of 32 batches x 99 network calls is cut at a batch boundary; resumed, it runs in full."""
+    """An evaluation of 16 batches x 49 network calls is cut at a batch boundary; resumed, it runs in full."""
     config = tmp_path / "long-evaluation.yaml"
     config.write_text(LONG_EVALUATION.format(root=tmp_path / "runs"))
     command = [str(EXECUTABLE), *digits_arguments(config, 3)]
     process = start(command, tmp_path)
     version = tmp_path / "runs" / "digits" / "version_0"
     wait_for(lambda: (version / "config.yaml").exists(), process, timeout=600)
-    time.sleep(5.0)  # two steps take a fraction of a second: the run is inside the evaluation of step 2
+    time.sleep(3.0)  # two steps take a fraction of a second: the run is inside the evaluation of step 2
     signalled = time.monotonic()
     os.kill(process.pid, signal.SIGTERM)
     completed = finish(process, timeout=300)
