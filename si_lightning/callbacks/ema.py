@@ -15,7 +15,8 @@ Checkpoints: ``state_dict`` holds the average (so ``load_from_checkpoint`` and i
 EMA weights), ``current_model_state`` the raw weights, and the callback's own state the update
 count and last updated step. A resumed run continues from the raw weights with the average and its
 counters restored. Validation runs with the average swapped in (``validate_with_average``); when
-training ends the average is copied into the network.
+training ends the average is swapped into the network for good (the copy keeps the raw weights, so a
+checkpoint saved after training still has both).
 """
 
 from __future__ import annotations
@@ -72,8 +73,8 @@ class EMA(Callback):
         self.average: nn.Module | None = None
         self.update_count = 0
         self.last_updated_step = -1
-        self._swapped = False
-        self._copied_to_current = False
+        self._swapped = False  # the network holds the average and the copy the raw weights
+        self._swapped_for_validation = False
 
     # ------------------------------------------------------------------------------ the average
     def _tensors(self, network: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
@@ -88,7 +89,7 @@ class EMA(Callback):
         network = network_of(pl_module)
         # A copy of the network alone: its modules, parameters and buffers, nothing the module refers to.
         self.average = copy.deepcopy(network).requires_grad_(False)
-        self._swapped = self._copied_to_current = False
+        self._swapped = self._swapped_for_validation = False
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """The network is on its device now (it was not at ``setup``): keep the average beside it."""
@@ -138,20 +139,17 @@ class EMA(Callback):
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.validate_with_average and self.average is not None and self.update_count > 0 and not self._swapped:
             self._swap(pl_module)
+            self._swapped_for_validation = True
 
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._swapped:
+        if self._swapped_for_validation:
             self._swap(pl_module)
+            self._swapped_for_validation = False
 
-    @torch.no_grad()
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self.average is None or self.update_count == 0:
-            return
-        if self._swapped:
+        """The network keeps the average from now on; the copy holds the raw weights."""
+        if self.average is not None and self.update_count > 0 and not self._swapped:
             self._swap(pl_module)
-        network = network_of(pl_module)
-        network.load_state_dict(self.average.state_dict())
-        self._copied_to_current = True
 
     # ------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
@@ -165,10 +163,10 @@ class EMA(Callback):
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         """``state_dict`` <- the average (backbone keys), ``current_model_state`` <- the raw weights."""
-        if self.average is None or self.update_count == 0 or self._copied_to_current:
+        if self.average is None or self.update_count == 0:
             return
         raw = checkpoint["state_dict"]
-        if self._swapped:  # saved during validation: the module holds the average, the copy the raw weights
+        if self._swapped:  # during validation or after training: the module holds the average, the copy the raw
             raw_network = {BACKBONE_PREFIX + name: value.clone() for name, value in self.average.state_dict().items()}
             checkpoint["current_model_state"] = {**raw, **raw_network}
             return
@@ -193,17 +191,12 @@ class EMA(Callback):
     # ------------------------------------------------------------------------------ for samplers
     def averaged_network(self, pl_module: pl.LightningModule) -> nn.Module:
         """The network module that holds the averaged weights now."""
-        if self.average is None or self.update_count == 0 or self._swapped or self._copied_to_current:
+        if self.average is None or self.update_count == 0 or self._swapped:
             return network_of(pl_module)
         return self.average
 
     def raw_network(self, pl_module: pl.LightningModule) -> nn.Module:
         """The network module that holds the raw (trained) weights now."""
-        if self._copied_to_current:
-            raise RuntimeError(
-                "training has ended and the EMA weights were copied into the model; the raw weights are in the "
-                "last checkpoint's 'current_model_state'"
-            )
         if self.average is not None and self._swapped:
             return self.average
         return network_of(pl_module)
