@@ -27,8 +27,10 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from si_lightning.callbacks.artifacts import run_directory
+from si_lightning.callbacks.guard import add_default_guard
 from si_lightning.callbacks.preemption import Preemption, preemption_summary
 from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resume_wandb_run
+from si_lightning.checkpoint_io import drop_checkpoints_in_dev_run, install_atomic_checkpoint_io
 from si_lightning.commands import COMMANDS
 from si_lightning.errors import EXIT_SUCCESS
 from si_lightning.files import write_atomically
@@ -100,7 +102,11 @@ class InterpolantCLI(LightningCLI):
         resume_wandb_run(config)
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
-        """The Trainer, with a ``RunTracking`` callback that logs this run's full config and git commit."""
+        """The Trainer, with a ``RunTracking`` callback that logs this run's full config and git commit.
+
+        Also a ``NonFiniteGuard`` (stop) unless the config lists one, atomic checkpoint writes
+        (``AtomicCheckpointIO``), and no checkpoint callbacks under fast_dev_run.
+        """
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config.get(str(self.subcommand), self.config)
         dump = json.loads(self._parser(self.subcommand).dump(config, format="json"))  # entries left None are omitted
@@ -111,6 +117,9 @@ class InterpolantCLI(LightningCLI):
             trainer.callbacks.append(RunTracking(config=dump))
         if not any(isinstance(callback, Preemption) for callback in trainer.callbacks):
             trainer.callbacks.append(Preemption())  # SIGTERM / SLURM's SIGUSR1: checkpoint, then stop
+        add_default_guard(trainer)  # a non-finite loss or gradient stops the run, naming the step
+        install_atomic_checkpoint_io(trainer)
+        drop_checkpoints_in_dev_run(trainer)
         return trainer
 
 

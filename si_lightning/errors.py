@@ -20,3 +20,11 @@ class ConfigurationError(ValueError):
     def __init__(self, key: str, value: Any, expected: str) -> None:
         self.key, self.value, self.expected = key, value, expected
         super().__init__(f"{key} = {value!r}: {expected}")
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss, gradient or weight; the message is one line saying where.
+
+    It names the global step, the batch index and the t-range of the batch (or the tensor of a
+    refused checkpoint) and the last finite checkpoint on disk. A runtime failure: exit status 1.
+    """

@@ -17,6 +17,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from si_lightning.callbacks.guard import check_finite_checkpoint
 from si_lightning.condition import Condition
 from si_lightning.interpolants import Interpolant, TimeSampler, UniformTime, get_prediction, interpolant_loss
 from si_lightning.sampling import Fields, GuidedFields, NetworkFields
@@ -196,9 +197,6 @@ class InterpolantModule(pl.LightningModule):
         if self.training_seed is None:
             self.training_seed = int(self.trainer.strategy.broadcast(torch.initial_seed())) % 2**63
 
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["training_seed"] = self.training_seed
-
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.training_seed = checkpoint.get("training_seed", self.training_seed)
 
@@ -222,6 +220,8 @@ class InterpolantModule(pl.LightningModule):
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss, t = self.per_sample_loss(batch, noise=self.training_noise(batch.x1, batch_idx))
         mean = loss.mean()
+        # For NonFiniteGuard: tensors only (no host sync); it reads them after backward.
+        self.last_training_step = (mean.detach(), t.detach(), batch_idx)
         self.log("train/loss", mean, prog_bar=True, batch_size=t.shape[0])
         self._log_bins("train", loss, t)
         return mean
@@ -240,6 +240,15 @@ class InterpolantModule(pl.LightningModule):
         loss, t = self.per_sample_loss(batch, generator)
         self.log("test/loss", loss.mean(), batch_size=t.shape[0], sync_dist=True)
         return loss.mean()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse a checkpoint with a non-finite weight (raw or EMA) or optimizer state before it is written.
+
+        Lightning runs this after every callback has added its state (the EMA average included), so the
+        whole checkpoint is checked; the last finite checkpoint on disk stays as it is.
+        """
+        check_finite_checkpoint(checkpoint, self._trainer)
+        checkpoint["training_seed"] = self.training_seed
 
     # ------------------------------------------------------------------------------------ sampling
     def weights_backbone(self, ema: bool) -> nn.Module:

@@ -1,8 +1,9 @@
-"""Lightning callbacks: EMA weights, sampling grids, FID/KID and likelihood."""
+"""Lightning callbacks: EMA weights, a non-finite guard, sampling grids, FID/KID and likelihood."""
 
 from si_lightning.callbacks.ema import EMA
 from si_lightning.callbacks.fid import FIDCallback
 from si_lightning.callbacks.generation import default_samplers
+from si_lightning.callbacks.guard import NonFiniteGuard
 from si_lightning.callbacks.likelihood import LIKELIHOOD_UNITS, LikelihoodCallback
 from si_lightning.callbacks.preemption import Preemption
 from si_lightning.callbacks.sampling import SamplingCallback
@@ -14,6 +15,7 @@ __all__ = [
     "LIKELIHOOD_UNITS",
     "FIDCallback",
     "LikelihoodCallback",
+    "NonFiniteGuard",
     "PeriodicEvaluation",
     "Preemption",
     "RunTracking",

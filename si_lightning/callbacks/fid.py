@@ -108,6 +108,8 @@ class FIDCallback(PeriodicEvaluation):
         ema: use the EMA weights (the raw weights if False).
     """
 
+    sample_counts = ("num_samples", "kid_subset_size")
+
     def __init__(
         self,
         num_samples: int = 2000,
