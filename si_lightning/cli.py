@@ -24,13 +24,16 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from si_lightning.callbacks.artifacts import run_directory
+from si_lightning.callbacks.preemption import Preemption, preemption_summary
 from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resume_wandb_run
 from si_lightning.commands import COMMANDS
 from si_lightning.errors import EXIT_SUCCESS
 from si_lightning.files import write_atomically
 from si_lightning.module import InterpolantModule
+from si_lightning.runs import resolve_last_checkpoint
 
 LINKED_BACKBONE_ATTRIBUTES = ("data_shape", "num_classes", "cond_channels")
 
@@ -90,6 +93,8 @@ class InterpolantCLI(LightningCLI):
         for where, value in _numbers_named(config.get("model", {}), "lr", "model"):
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"{where} = {value!r}: a learning rate must be a finite number >= 0")
+        if self.subcommand == "fit":
+            resolve_last_checkpoint(config)  # before the logger exists: it may take the run's version
         choose_wandb_mode(config)
         resume_wandb_run(config)
 
@@ -103,6 +108,8 @@ class InterpolantCLI(LightningCLI):
             tracker.config = tracker.config if tracker.config is not None else dump
         if not trackers:
             trainer.callbacks.append(RunTracking(config=dump))
+        if not any(isinstance(callback, Preemption) for callback in trainer.callbacks):
+            trainer.callbacks.append(Preemption())  # SIGTERM / SLURM's SIGUSR1: checkpoint, then stop
         return trainer
 
 
@@ -127,7 +134,12 @@ def main(args: list[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if args is None else args)
     if arguments and arguments[0] in COMMANDS:
         return importlib.import_module(COMMANDS[arguments[0]]).main(arguments[1:])
-    build_cli(arguments)
+    try:
+        build_cli(arguments)
+    except SIGTERMException as stop:  # Lightning's clean exit on SIGTERM would report success
+        status, line = preemption_summary(stop)
+        print(f"si-lightning: {line}", file=sys.stderr)
+        return status
     return EXIT_SUCCESS
 
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from si_lightning.condition import Condition
 from si_lightning.interpolants import Interpolant, TimeSampler, UniformTime, get_prediction, interpolant_loss
 from si_lightning.sampling import Fields, GuidedFields, NetworkFields
+from si_lightning.seeding import derived_seed
 
 
 class InterpolantModule(pl.LightningModule):
@@ -69,6 +70,7 @@ class InterpolantModule(pl.LightningModule):
         if loss_bins < 0:
             raise ValueError(f"loss_bins must be >= 0, got {loss_bins}")
         self.check_backbone_outputs()
+        self.training_seed: int | None = None  # seeds the training t and z (see training_noise)
         # A score-based prediction gives b only where the conversions are finite (both ends excluded).
         self.train_interval = self.interpolant.valid_interval(need_score=self.prediction.needs_score_interval)
         self.loss_bins = loss_bins
@@ -152,13 +154,21 @@ class InterpolantModule(pl.LightningModule):
         """The raw network output (batch, outputs * C, ...) at (x_t, t)."""
         return self.backbone(x, t, cond)
 
-    def per_sample_loss(self, batch: Any, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        """(loss (batch,), t (batch,)) for a Batch(x0, x1, cond) from a coupling."""
+    def per_sample_loss(
+        self, batch: Any, generator: torch.Generator | None = None, noise: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(loss (batch,), t (batch,)) for a Batch(x0, x1, cond) from a coupling.
+
+        t and z are ``noise`` when given, else drawn from ``generator`` (z left to the loss when None).
+        """
         x0, x1, cond = batch.x0, batch.x1, batch.cond
-        t = self.time_sampler(x1.shape[0], self.train_interval, x1.device, x1.dtype, generator)
-        z = None
-        if generator is not None:
-            z = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        if noise is not None:
+            t, z = noise
+        else:
+            t = self.time_sampler(x1.shape[0], self.train_interval, x1.device, x1.dtype, generator)
+            z = None
+            if generator is not None:
+                z = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         loss = interpolant_loss(
             self.interpolant,
             self.prediction,
@@ -218,14 +228,35 @@ class InterpolantModule(pl.LightningModule):
         self._log_epoch_bins("val")
 
     def on_train_start(self) -> None:
-        """A generator for t and z per rank: seed_everything gives every DDP rank the same global seed,
-        which would draw the same t and z on each. Seeded by (seed, rank, step), so a resumed run
-        draws a fresh, reproducible stream."""
-        seed = (torch.initial_seed() + 1_000_003 * self.global_rank + self.global_step) % (2**63)
-        self.training_generator = torch.Generator(device=self.device).manual_seed(seed)
+        """The seed of the training noise: the global seed of rank 0 (the same on every rank), unless restored."""
+        if self.training_seed is None:
+            self.training_seed = int(self.trainer.strategy.broadcast(torch.initial_seed())) % 2**63
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["training_seed"] = self.training_seed
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.training_seed = checkpoint.get("training_seed", self.training_seed)
+
+    def training_noise(self, x1: Tensor, batch_idx: int) -> tuple[Tensor, Tensor]:
+        """(t (batch,), z like x1) of this device's part of the global batch ``batch_idx`` of this epoch.
+
+        Drawn for the whole global batch (batch x world size) from one generator seeded by (seed, epoch,
+        batch_idx), then sliced: the same values on any number of devices, and after a resume, with
+        no generator state to save.
+        """
+        trainer = self._trainer
+        world_size, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        batch, seed = x1.shape[0], self.training_seed if self.training_seed is not None else torch.initial_seed()
+        generator = torch.Generator(device=x1.device)
+        generator.manual_seed(derived_seed(seed, "time-and-noise", self.current_epoch, batch_idx))
+        t = self.time_sampler(batch * world_size, self.train_interval, x1.device, x1.dtype, generator)
+        z = torch.randn((batch * world_size, *x1.shape[1:]), generator=generator, device=x1.device, dtype=x1.dtype)
+        part = slice(rank * batch, (rank + 1) * batch)
+        return t[part], z[part]
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss, t = self.per_sample_loss(batch, getattr(self, "training_generator", None))
+        loss, t = self.per_sample_loss(batch, noise=self.training_noise(batch.x1, batch_idx))
         mean = loss.mean()
         self.log("train/loss", mean, prog_bar=True, batch_size=t.shape[0])
         self._log_bins("train", loss, t)
@@ -250,17 +281,16 @@ class InterpolantModule(pl.LightningModule):
     def weights_backbone(self, ema: bool) -> nn.Module:
         """The backbone holding the EMA (``ema``) or raw weights now.
 
-        Lightning's weight averaging swaps the average into the module during validation and copies
-        it in at the end of training; in between it lives in the callback. A callback that knows
-        which (``averaged_module``/``raw_module``, si_lightning.callbacks.EMA) is asked; with none
-        attached, the module's own weights are used (a checkpoint's ``state_dict`` is the average).
+        During training the average lives in the EMA callback (si_lightning.callbacks.EMA), which is
+        asked (``averaged_network``/``raw_network``); it is swapped into the module during validation
+        and copied in when training ends. With no such callback the module's own weights are used (a
+        checkpoint's ``state_dict`` is the average).
         """
         trainer = self._trainer
         callbacks: Iterable[Any] = trainer.callbacks if trainer is not None else ()
         for callback in callbacks:
-            if hasattr(callback, "averaged_module"):
-                module = callback.averaged_module(self) if ema else callback.raw_module(self)
-                return module.backbone
+            if hasattr(callback, "averaged_network"):
+                return callback.averaged_network(self) if ema else callback.raw_network(self)
         return self.backbone
 
     def fields(self, ema: bool = True, guidance_scale: float | None = None) -> Fields:

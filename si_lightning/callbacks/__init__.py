@@ -4,6 +4,7 @@ from si_lightning.callbacks.ema import EMA
 from si_lightning.callbacks.fid import FIDCallback
 from si_lightning.callbacks.generation import default_samplers
 from si_lightning.callbacks.likelihood import LIKELIHOOD_UNITS, LikelihoodCallback
+from si_lightning.callbacks.preemption import Preemption
 from si_lightning.callbacks.sampling import SamplingCallback
 from si_lightning.callbacks.schedule import PeriodicEvaluation
 from si_lightning.callbacks.tracking import RunTracking
@@ -14,6 +15,7 @@ __all__ = [
     "FIDCallback",
     "LikelihoodCallback",
     "PeriodicEvaluation",
+    "Preemption",
     "RunTracking",
     "SamplingCallback",
     "default_samplers",

@@ -222,7 +222,7 @@ class FIDCallback(PeriodicEvaluation):
         evaluations = torch.zeros((), dtype=torch.float64, device=device)
         with evaluation_mode(pl_module, self.ema):
             fields = pl_module.fields(ema=self.ema, guidance_scale=self.guidance_scale)
-            for batch in batched(local_indices(trainer, self.num_samples), self.batch_size):
+            for batch in batched(local_indices(trainer, self.num_samples), self.batch_size, trainer):
                 seeds = [self.first_seed + index for index in batch]
                 result = sample_from_seeds(fields, sampler, seeds, self.data_shape, device, num_classes)
                 fid.update(result.x, real=False)

@@ -19,6 +19,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor
 
+from si_lightning.callbacks.preemption import stop_if_preempted
 from si_lightning.condition import Condition
 from si_lightning.sampling import Fields, ODESampler, SampleResult, SDESampler, base_noise
 
@@ -62,8 +63,10 @@ def local_indices(trainer: pl.Trainer, count: int) -> list[int]:
     return rank_indices(count, trainer.global_rank, trainer.world_size)
 
 
-def batched(items: Sequence[int], batch_size: int) -> Iterator[list[int]]:
+def batched(items: Sequence[int], batch_size: int, trainer: pl.Trainer | None = None) -> Iterator[list[int]]:
+    """``items`` in batches; with a trainer, a run asked to stop (SIGTERM) stops before the next batch."""
     for start in range(0, len(items), batch_size):
+        stop_if_preempted(trainer)
         yield list(items[start : start + batch_size])
 
 

@@ -176,7 +176,7 @@ class LikelihoodCallback(PeriodicEvaluation):
         values, evaluations = [], 0
         with evaluation_mode(pl_module, self.ema):
             fields = pl_module.fields(ema=self.ema)
-            for batch in batched(local_indices(trainer, self.num_samples), self.batch_size):
+            for batch in batched(local_indices(trainer, self.num_samples), self.batch_size, trainer):
                 result = log_likelihood(
                     fields,
                     self.points[batch].to(device),

@@ -105,7 +105,7 @@ class SamplingCallback(PeriodicEvaluation):
         chunks = []
         with evaluation_mode(pl_module, self.ema):
             fields = pl_module.fields(ema=self.ema, guidance_scale=self.guidance_scale)
-            for batch in batched(indices, self.batch_size):
+            for batch in batched(indices, self.batch_size, trainer):
                 seeds = [self.first_seed + index for index in batch]
                 result = sample_from_seeds(fields, sampler, seeds, self.data_shape, pl_module.device, num_classes)
                 chunks.append(result.x)

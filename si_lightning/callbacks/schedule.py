@@ -18,6 +18,8 @@ import torch
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 from lightning.pytorch.trainer.states import TrainerFn
 
+from si_lightning.callbacks.ema import EMA
+
 
 def check_every_n_steps(every_n_steps: int | None) -> int | None:
     """None (no periodic evaluation) or a positive int."""
@@ -62,7 +64,7 @@ class PeriodicEvaluation(Callback, ABC):
         callbacks = list(trainer.callbacks)
         position = callbacks.index(self) if self in callbacks else -1
         following = callbacks[position + 1 :]
-        later = [type(callback).__name__ for callback in following if isinstance(callback, WeightAveraging)]
+        later = [type(callback).__name__ for callback in following if isinstance(callback, (EMA, WeightAveraging))]
         if position >= 0 and later:
             raise ValueError(
                 f"{type(self).__name__} comes before {', '.join(later)} in trainer.callbacks, so it would evaluate "

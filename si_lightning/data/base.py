@@ -1,18 +1,24 @@
 """CoupledDataModule: the shared LightningDataModule that turns data batches into coupled batches.
 
 Data loaders yield (x1, labels, index). After the batch reaches the device,
-``on_after_batch_transfer`` scales uint8 images to [-1, 1] and applies the coupling there, so
-the module sees ``Batch(x0, x1, cond)`` and the base noise is drawn on the accelerator.
+``on_after_batch_transfer`` scales uint8 images to [-1, 1], mirrors them (training, when the data
+set asks for flips) and applies the coupling there, so the module sees ``Batch(x0, x1, cond)`` and
+the base noise is drawn on the accelerator.
 
-Noise of the coupling: in training it comes from one generator per device seeded by
-(seed, global rank), so ranks draw different noise and a resumed run continues the stream
-(the state is in the checkpoint); outside training it is seeded by (seed, first index of the
-batch), so every validation run sees the same base points.
+Training batches do not depend on the number of devices or on interruptions. The order is one
+global permutation per epoch cut into global batches (``GlobalOrderSampler``). The randomness of
+global batch b of epoch e (flips, the coupling's noise, masks, label drops) comes from one generator
+seeded by (seed, e, b) and is drawn for the whole global batch: with several devices each one
+gathers the global batch's data, couples it, and keeps its own part (``device_invariant``; off, each
+device couples its own part with a generator seeded by (seed, e, b, rank), which skips the gather).
+So nothing needs saving but the loader's position, and a resumed run continues exactly.
+
+Outside training the noise is seeded by (seed, first index of the batch), so every validation run
+sees the same base points.
 """
 
 from __future__ import annotations
 
-import hashlib
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -23,14 +29,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from si_lightning.couplings import Batch, ClassLabels, Coupling, IndependentCoupling
 from si_lightning.data.datasets import fetch, keep_batch
+from si_lightning.data.order import GlobalOrderSampler, ResumableLoader
+from si_lightning.seeding import derived_seed
 
 SPLITS = ("train", "val", "test")
-
-
-def derived_seed(*parts: int | str) -> int:
-    """A 63-bit seed from several parts, the same in every process (unlike ``hash``)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
+__all__ = ["SPLITS", "CoupledDataModule", "derived_seed", "to_model_input"]
 
 
 def to_model_input(x: Tensor) -> Tensor:
@@ -51,12 +54,16 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
         num_workers: data-loading worker processes, >= 0.
         seed: seeds the data order and the coupling's noise.
         coupling: how x0 is paired with x1 (IndependentCoupling when None).
+        device_invariant: couple the global batch on every device (one all-gather of the data per step)
+            so training does not depend on the device count; see the module docstring.
     """
 
     data_shape: tuple[int, ...]
     dataset_classes: int | None = 0  # None: known only once the data is read (an image folder)
 
-    def __init__(self, batch_size: int, num_workers: int, seed: int, coupling: Coupling | None) -> None:
+    def __init__(
+        self, batch_size: int, num_workers: int, seed: int, coupling: Coupling | None, device_invariant: bool = True
+    ) -> None:
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -66,9 +73,10 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
             raise ValueError(f"coupling must be a Coupling, got {type(coupling).__name__}")
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, int(seed)
         self.coupling = IndependentCoupling() if coupling is None else coupling
+        self.device_invariant = bool(device_invariant)
         self.datasets: dict[str, Dataset] = {}
-        self._generators: dict[str, torch.Generator] = {}
-        self._saved_generator_states: dict[str, Tensor] = {}
+        self.flip_training = False  # mirrored on the device from the batch's generator, not in the data set
+        self._sampler: GlobalOrderSampler | None = None
 
     # ---------------------------------------------------------------- values linked to the model
     @property
@@ -119,6 +127,10 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
                 f"batch_size {self.batch_size} exceeds the {len(datasets['train'])} training samples; "
                 "every epoch would be empty (the last incomplete batch is dropped)"
             )
+        # Random flips move to the device (``on_after_batch_transfer``), drawn from the batch's own generator.
+        self.flip_training = bool(getattr(datasets["train"], "flip", False))
+        if self.flip_training:
+            datasets["train"].flip = False
         self.datasets = datasets
 
     def dataset(self, split: str) -> Dataset:
@@ -129,20 +141,36 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self.dataset(split)
-        train = split == "train"
         workers = self.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=train,
-            # Equal batch shapes keep compiled graphs and per-batch statistics stable.
-            drop_last=train,
-            num_workers=workers,
-            collate_fn=keep_batch if hasattr(dataset, "__getitems__") else None,
-            generator=torch.Generator().manual_seed(derived_seed(self.seed, "order")) if train else None,
-            pin_memory=torch.cuda.is_available(),
-            persistent_workers=workers > 0,
-        )
+        options: dict[str, Any] = {
+            "batch_size": self.batch_size,
+            "num_workers": workers,
+            "collate_fn": keep_batch if hasattr(dataset, "__getitems__") else None,
+            "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": workers > 0,
+        }
+        if split != "train":
+            return DataLoader(dataset, shuffle=False, **options)
+        rank, world_size = self._placement()
+        self._sampler = GlobalOrderSampler(dataset, self.batch_size, rank, world_size, derived_seed(self.seed, "order"))
+        # Equal batch shapes keep compiled graphs and per-batch statistics stable: the sampler drops the last one.
+        return ResumableLoader(dataset, sampler=self._sampler, drop_last=True, consumed=self._consumed, **options)
+
+    def _placement(self) -> tuple[int, int]:
+        """(global rank, world size) of this process; (0, 1) without a trainer."""
+        if self._trainer_or_none() is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _trainer_or_none(self) -> pl.Trainer | None:
+        return getattr(self, "trainer", None)
+
+    def _consumed(self) -> tuple[int, int]:
+        """(epoch, training batches of it the fit loop has taken) for the loader's state."""
+        trainer = self._trainer_or_none()
+        if trainer is None:
+            return 0, 0
+        return trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train")
@@ -166,35 +194,49 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
 
     # ------------------------------------------------------------------------------ coupling
     def _training(self) -> bool:
-        return self.trainer is not None and bool(self.trainer.training)
+        trainer = self._trainer_or_none()
+        return trainer is not None and bool(trainer.training)
 
-    def coupling_generator(self, device: torch.device, index: Tensor) -> torch.Generator:
-        """The generator of the coupling's noise for a batch on ``device`` (see the module docstring)."""
-        if not self._training():
-            first = int(index.reshape(-1)[0]) if index.numel() else 0
-            return torch.Generator(device=device).manual_seed(derived_seed(self.seed, "evaluation", first))
-        key = str(device)
-        if key not in self._generators:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            generator = torch.Generator(device=device).manual_seed(derived_seed(self.seed, "training", rank))
-            if key in self._saved_generator_states:
-                generator.set_state(self._saved_generator_states.pop(key))
-            self._generators[key] = generator
-        return self._generators[key]
+    def evaluation_generator(self, device: torch.device, index: Tensor) -> torch.Generator:
+        """The coupling's generator for an evaluation batch: seeded by (seed, first index of the batch)."""
+        first = int(index.reshape(-1)[0]) if index.numel() else 0
+        return torch.Generator(device=device).manual_seed(derived_seed(self.seed, "evaluation", first))
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Any:
+        """Training: append the seed of the batch's generator, computed on the host (no device sync)."""
+        if not self._training() or isinstance(batch, Batch) or self._sampler is None or len(batch) != 3:
+            return batch
+        x1, labels, index = batch
+        epoch = self._sampler.epoch
+        number = self._sampler.batch_number(int(index.reshape(-1)[0]))
+        rank = 0 if self.device_invariant else self._placement()[0]
+        return x1, labels, index, derived_seed(self.seed, "training", epoch, number, rank)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> Batch:
-        """(x1, labels, index) on the device -> Batch(x0, x1, cond) with x1 in [-1, 1]."""
+        """(x1, labels, index[, seed]) on the device -> Batch(x0, x1, cond) with x1 in [-1, 1]."""
         if isinstance(batch, Batch):
             return batch
+        if len(batch) == 4:
+            return self.couple_training_batch(*batch)
         x1, labels, index = batch
         x1 = to_model_input(x1)
         labels = labels if self.dataset_classes else None
-        return self.coupling(x1, labels, self.coupling_generator(x1.device, index))
+        return self.coupling(x1, labels, self.evaluation_generator(x1.device, index))
 
-    def state_dict(self) -> dict[str, Any]:
-        """The training noise generators' states, so a resumed run continues the same stream."""
-        return {"coupling_generators": {key: gen.get_state() for key, gen in self._generators.items()}}
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._saved_generator_states = dict(state_dict.get("coupling_generators", {}))
-        self._generators = {}
+    def couple_training_batch(self, x1: Tensor, labels: Tensor, index: Tensor, seed: int) -> Batch:
+        """Flip and couple a training batch with the generator of its global batch (see the module docstring)."""
+        generator = torch.Generator(device=x1.device).manual_seed(seed)
+        rank, world_size = self._placement()
+        gather = self.device_invariant and world_size > 1
+        if gather:  # every device couples the global batch, in rank order, and keeps its part
+            x1 = self.trainer.strategy.all_gather(x1).flatten(0, 1)
+            labels = self.trainer.strategy.all_gather(labels).flatten(0, 1)
+        x1 = to_model_input(x1)
+        if self.flip_training:
+            mirrored = torch.rand(x1.shape[0], generator=generator, device=x1.device) < 0.5
+            x1 = torch.where(mirrored.view(-1, *([1] * (x1.dim() - 1))), x1.flip(-1), x1)
+        batch = self.coupling(x1, labels if self.dataset_classes else None, generator)
+        if not gather:
+            return batch
+        part = slice(rank * self.batch_size, (rank + 1) * self.batch_size)
+        return Batch(batch.x0[part], batch.x1[part], batch.cond.select(part))

@@ -1,0 +1,123 @@
+"""Preemption: SIGTERM (and SIGUSR1 under SLURM) ends the run with a checkpoint at the current step.
+
+Lightning's own SIGTERM handler only raises a clean exit (status 0) at the next batch and saves
+nothing. Here the signal is noted by Lightning's handler (``trainer.received_sigterm``), the
+training loop and the evaluation callbacks stop at their next batch boundary (``stop_if_preempted``),
+and ``on_exception`` writes ``last.ckpt`` of the current step into the run's checkpoint folder, so
+``--ckpt_path last`` continues exactly there. The `si-lightning` command then exits with status
+128 + the signal number (143 for SIGTERM).
+
+Under SLURM, submit with ``#SBATCH --signal=B:USR1@120`` (or let SLURM send SIGTERM at the time
+limit): SIGUSR1 is handled like SIGTERM, and with ``requeue`` the job is put back in the queue
+(``scontrol requeue``) once the checkpoint is written; its relaunch with ``--ckpt_path last``
+continues the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+import lightning.pytorch as pl
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+CHECKPOINT_NAME = "last.ckpt"
+
+
+def stop_if_preempted(trainer: pl.Trainer | None) -> None:
+    """Raise Lightning's SIGTERMException when the run was asked to stop; call between batches of long work."""
+    if trainer is not None and trainer.received_sigterm:
+        raise SIGTERMException()
+
+
+def checkpoint_directory(trainer: pl.Trainer) -> Path:
+    """Where the run's checkpoints go: the ModelCheckpoint's folder, else ``<run directory>/checkpoints``."""
+    callback = trainer.checkpoint_callback
+    dirpath = getattr(callback, "dirpath", None)
+    if dirpath:
+        return Path(dirpath)
+    from si_lightning.callbacks.artifacts import run_directory
+
+    return run_directory(trainer) / "checkpoints"
+
+
+class Preemption(Callback):
+    """Checkpoint at the current step when the run is stopped by SIGTERM (or SIGUSR1 under SLURM).
+
+    Args:
+        requeue: under SLURM, requeue the job (``scontrol requeue``) after the checkpoint of a SIGUSR1.
+    """
+
+    def __init__(self, requeue: bool = True) -> None:
+        super().__init__()
+        self.requeue = bool(requeue)
+        self.signal_received: int | None = None
+        self.checkpoint_path: Path | None = None
+        self._trainer: pl.Trainer | None = None
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """Lightning has registered its handlers by now; under SLURM SIGUSR1 becomes a stop like SIGTERM."""
+        self._trainer = trainer
+        self.signal_received = None
+        if SLURMEnvironment.detect() and sys.platform != "win32":
+            signal.signal(signal.SIGUSR1, self._stop_on_signal)
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def note_sigterm(signum: int, frame: FrameType | None) -> None:
+            self.signal_received = signum
+            if callable(previous):
+                previous(signum, frame)
+
+        signal.signal(signal.SIGTERM, note_sigterm)
+
+    def _stop_on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.signal_received = signum
+        if self._trainer is not None:
+            self._trainer._signal_connector.received_sigterm = True
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
+            return
+        signum = self.signal_received if self.signal_received is not None else int(signal.SIGTERM)
+        exception.signal_number = signum  # type: ignore[attr-defined]
+        exception.global_step = trainer.global_step  # type: ignore[attr-defined]
+        if trainer.global_step > 0:
+            path = checkpoint_directory(trainer) / CHECKPOINT_NAME
+            trainer.save_checkpoint(path)  # every rank takes part; rank 0 writes, atomically
+            self.checkpoint_path = path
+            exception.checkpoint_path = path  # type: ignore[attr-defined]
+        if signum == getattr(signal, "SIGUSR1", None) and self.requeue and trainer.is_global_zero:
+            requeue_slurm_job()
+
+
+def requeue_slurm_job() -> int:
+    """``scontrol requeue`` this SLURM job (array jobs included); returns scontrol's exit status."""
+    array_job, array_task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_job}_{array_task}" if array_job and array_task else os.environ.get("SLURM_JOB_ID", "")
+    if not job:
+        return 1
+    try:
+        return subprocess.call(["scontrol", "requeue", job])
+    except FileNotFoundError:
+        return 127
+
+
+def preemption_summary(exception: BaseException) -> tuple[int, str]:
+    """(exit status 128 + signal, one line) for a run stopped by a signal."""
+    signum = int(getattr(exception, "signal_number", signal.SIGTERM))
+    name = signal.Signals(signum).name
+    step = getattr(exception, "global_step", None)
+    path = getattr(exception, "checkpoint_path", None)
+    where = f" at global step {step}" if step is not None else ""
+    saved = f"; checkpoint written to {path}" if path is not None else "; no checkpoint (no step was taken)"
+    return 128 + signum, f"stopped by {name}{where}{saved}"
+
+
+__all__ = ["Preemption", "checkpoint_directory", "preemption_summary", "requeue_slurm_job", "stop_if_preempted"]
