@@ -12,21 +12,24 @@ config turns on in Lightning:
 - gradient clipping to norm 1.
 
 Variants run interleaved (A B A B ...) so that the load of a shared machine hits all alike; the
-figure is the median steady-state step time (the first ``--warmup`` steps of every run are
-dropped), and only ratios are printed. On CUDA the steps are timed as a block (one synchronisation at
-each end) and the figure per run is the mean step time.
+figure is the median steady-state step time (the first ``--warmup`` steps of every run are dropped),
+measured as CPU time of the process on a CPU (see ``StepClock``), and only ratios are printed. On
+CUDA the steps are timed as a block (one synchronisation at each end) and the figure per run is the
+mean step time.
 
     python benchmarks/overhead.py --model unet --rounds 5 --steps 60
-    python benchmarks/overhead.py --model dit-s --rounds 3 --steps 12 --variants bare,features
+    python benchmarks/overhead.py --model dit-s --rounds 3 --steps 10 --variants plain-bare,lightning-bare
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import cProfile
 import csv
 import io
 import logging
+import pstats
 import statistics
 import tempfile
 import time
@@ -83,22 +86,28 @@ class Setting:
 
 # ------------------------------------------------------------------------------------ step timing
 class StepClock:
-    """Time stamps after every training step; on CUDA only at the ends of the timed block (synchronised)."""
+    """Time stamps after every training step; on CUDA only at the ends of the timed block (synchronised).
+
+    On a CPU the clock is the CPU time of this process (``time.process_time``): on a shared machine
+    the wall time of a step mostly measures how long it waited for a core, its CPU time the work done.
+    With one intra-op thread and no loader workers all the work of a step is this process's.
+    """
 
     def __init__(self, setting: Setting) -> None:
         self.setting = setting
         self.stamps: list[float] = []
         self.cuda = setting.device.type == "cuda"
+        self.clock = time.perf_counter if self.cuda else time.process_time
 
     def tick(self, step: int) -> None:
         """Call after step ``step`` (0-based) has finished its work."""
         if self.cuda:
             if step in (self.setting.warmup - 1, self.setting.warmup + self.setting.steps - 1):
                 torch.cuda.synchronize(self.setting.device)
-                self.stamps.append(time.perf_counter())
+                self.stamps.append(self.clock())
             return
         if step >= self.setting.warmup - 1:
-            self.stamps.append(time.perf_counter())
+            self.stamps.append(self.clock())
 
     def step_time(self) -> float:
         """The median step time (CPU) or the mean over the timed block (CUDA), seconds."""
@@ -273,6 +282,26 @@ def report(times: dict[str, list[float]], args: argparse.Namespace) -> None:
         print(f"| {name} | {ratio(name, 'plain-bare')} | {ratio(name, 'plain-features')} |")
 
 
+def profile(args: argparse.Namespace, name: str) -> None:
+    """torch.profiler's operator table and cProfile's Python functions for one run of variant ``name``."""
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    initial = {key: value.clone() for key, value in build_backbone(args.model, args.image_size).state_dict().items()}
+    runner, features = VARIANTS[name]
+    setting = Setting(args.model, args.image_size, args.batch_size, args.steps, args.warmup, device, features)
+    activities = [torch.profiler.ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(torch.profiler.ProfilerActivity.CUDA)
+    python_profile = cProfile.Profile()
+    with tempfile.TemporaryDirectory() as directory, torch.profiler.profile(activities=activities) as operators:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            python_profile.runcall(RUNNERS[runner], setting, initial, Path(directory))
+    print(f"\n{name}: torch.profiler, {args.warmup + args.steps} steps, by self CPU time\n")
+    print(operators.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+    print(f"\n{name}: cProfile, by cumulative time\n")
+    pstats.Stats(python_profile).sort_stats("cumulative").print_stats(40)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="unet", choices=["unet", "dit-s"])
@@ -284,6 +313,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, from: " + ", ".join(VARIANTS))
+    parser.add_argument("--profile", default=None, help="profile one run of this variant instead of comparing")
     args = parser.parse_args()
     if args.image_size is None:
         args.image_size = 32 if args.device.startswith("cuda") else 8
@@ -291,6 +321,9 @@ def main() -> None:
     warnings.filterwarnings("ignore")
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
+    if args.profile:
+        profile(args, args.profile)
+        return
     report(measure(args), args)
 
 

@@ -38,9 +38,10 @@ class InterpolantModule(pl.LightningModule):
         antithetic: average the loss over x_t^+ and x_t^- ([U] section 6.1).
         loss_bins: how many equal t-bins the epoch loss is also reported in (0 to turn off); the
             per-bin sums are kept on the device and logged once per epoch.
-        compile: compile the backbone's forward with ``torch.compile`` (``fullgraph=True``: a graph break
-            is an error, not a silent slowdown); True for the defaults, or a dict of ``torch.compile``
-            keyword arguments (backend, mode, dynamic, ...). The state_dict keys do not change.
+        compile: train through the backbone compiled with ``torch.compile`` (``fullgraph=True``: a graph
+            break is an error, not a silent slowdown); True for the defaults, or a dict of ``torch.compile``
+            keyword arguments (backend, mode, dynamic, ...). The state_dict keys do not change; the
+            samplers (``fields``) use the eager backbone, whose batch sizes vary.
     """
 
     def __init__(
@@ -77,8 +78,10 @@ class InterpolantModule(pl.LightningModule):
         # phase -> (loss_bins, 2): the sum of the per-sample losses and their count per t-bin this epoch.
         self._bin_totals: dict[str, Tensor] = {}
         self.compile_options = compile_options(compile)
-        if self.compile_options is not None:
-            self.backbone.compile(**self.compile_options)
+        # The compiled backbone is kept outside the module tree: its parameters are the backbone's (no new
+        # state_dict keys), and a copy of the backbone (the EMA's) stays an eager module of its own.
+        compiled = None if self.compile_options is None else torch.compile(self.backbone, **self.compile_options)
+        self.__dict__["compiled_backbone"] = compiled
 
     def _save_hyperparameters_for_reload(self, arguments: dict[str, Any]) -> None:
         """Save what ``load_from_checkpoint(path)`` needs to rebuild the model.
@@ -148,11 +151,12 @@ class InterpolantModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------ training
     def network(self, cond: Condition | None) -> Callable[[Tensor, Tensor], Tensor]:
         """The backbone as the (x_t, t) -> output callable the losses expect."""
-        return lambda x, t: self.backbone(x, t, cond)
+        backbone = self.backbone if self.compiled_backbone is None else self.compiled_backbone
+        return lambda x, t: backbone(x, t, cond)
 
     def forward(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Tensor:
-        """The raw network output (batch, outputs * C, ...) at (x_t, t)."""
-        return self.backbone(x, t, cond)
+        """The raw network output (batch, outputs * C, ...) at (x_t, t) (compiled with ``compile``)."""
+        return self.network(cond)(x, t)
 
     def per_sample_loss(
         self, batch: Any, generator: torch.Generator | None = None, noise: tuple[Tensor, Tensor] | None = None

@@ -179,7 +179,8 @@ class CounterNoise:
         if batch != self.keys.shape[0]:
             raise ValueError(f"noise for a batch of {batch} from {self.keys.shape[0]} per-sample keys")
         keys = self.keys.to(device)
-        draw_keys = _mix(keys + self.draws * _GOLDEN)
+        offset = (self.draws * _GOLDEN + 2**63) % 2**64 - 2**63  # the product wrapped to int64, as uint64 wraps
+        draw_keys = _mix(keys + offset)
         self.draws += 1
         counters = torch.arange(1, words + 1, device=device, dtype=torch.int64) * _GOLDEN
         return _mix(draw_keys[:, None] + counters)

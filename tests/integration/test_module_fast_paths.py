@@ -20,8 +20,8 @@ class RecordingModule(InterpolantModule):
         super().__init__(*args, **kwargs)
         self.recorded: dict[bool, list[tuple[torch.Tensor, torch.Tensor]]] = {True: [], False: []}
 
-    def per_sample_loss(self, batch, generator=None):
-        loss, t = super().per_sample_loss(batch, generator)
+    def per_sample_loss(self, batch, *args, **kwargs):
+        loss, t = super().per_sample_loss(batch, *args, **kwargs)
         self.recorded[self.training].append((loss.detach().clone(), t.detach().clone()))
         return loss, t
 
@@ -89,7 +89,8 @@ def small_backbones() -> dict[str, torch.nn.Module]:
     return {"unet": unet, "dit": dit}
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.slow  # dynamo and AOTAutograd tracing: tens of seconds per backbone on a CPU
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", ["unet", "dit"])
 def test_compiled_backbone_has_no_graph_break_and_equal_outputs(name):
     """fullgraph=True makes a graph break an error; AOTAutograd's trace (aot_eager) runs forward and backward
