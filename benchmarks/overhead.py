@@ -258,13 +258,15 @@ def measure(args: argparse.Namespace) -> dict[str, list[float]]:
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     times[name].append(RUNNERS[runner](setting, initial, workdir))
             print(f"round {round_index + 1}/{args.rounds} done", flush=True)
+            if round_index + 1 < args.rounds:
+                report({name: values for name, values in times.items()}, args, round_index + 1)
     return times
 
 
-def report(times: dict[str, list[float]], args: argparse.Namespace) -> None:
+def report(times: dict[str, list[float]], args: argparse.Namespace, rounds: int | None = None) -> None:
     print(
         f"\n{args.model}, {args.image_size}x{args.image_size}, batch {args.batch_size}, device {args.device}, "
-        f"{torch.get_num_threads()} threads, {args.rounds} rounds x {args.steps} timed steps "
+        f"{torch.get_num_threads()} threads, {rounds or args.rounds} rounds x {args.steps} timed steps "
         f"(after {args.warmup} warm-up steps)\n"
     )
     medians = {name: statistics.median(values) for name, values in times.items()}
