@@ -306,6 +306,19 @@ def sample_50k(case: ModelCase, device: torch.device, batch_size: int) -> str:
     return f"{case.name} {case.shape}, bf16-mixed, heun {nfe} NFE, batch {batch_size}: 50,000 images in {seconds:.1f} s"
 
 
+def profile_sampling(fields: object, x0: Tensor, nfe: int) -> None:
+    """torch.profiler's operator tables of the ODE Euler and the per-sample-seed SDE runs of ``sampler_cases``."""
+    seeds = list(range(x0.shape[0]))
+    for name, sampler, options in sampler_cases(nfe):
+        if not (name.startswith("ODE euler") or options.get("seeds")):
+            continue
+        extra = {"seeds": seeds} if options.get("seeds") else {}
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as operators:
+            sampler.sample(fields, x0, **extra)
+        print(f"\n{name}: torch.profiler, by self CPU time\n")
+        print(operators.key_averages().table(sort_by="self_cpu_time_total", row_limit=18))
+
+
 # -------------------------------------------------------------------------------------------- main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -321,6 +334,7 @@ def main() -> None:
     parser.add_argument("--sample-50k", action="store_true")
     parser.add_argument("--skip-training", action="store_true")
     parser.add_argument("--skip-network-sampling", action="store_true")
+    parser.add_argument("--profile-sampling", action="store_true", help="profile the oracle ODE and SDE, stop")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -339,6 +353,10 @@ def main() -> None:
     print(f"\nSampling with the exact mixture field (d = 128, {args.oracle_samples} samples, float32)\n")
     oracle = oracle_mixture(device)
     x0 = base_noise(range(args.oracle_samples), (128,), device=device)
+    if args.profile_sampling:
+        with torch.inference_mode():
+            profile_sampling(oracle, x0, args.nfe)
+        return
     with torch.inference_mode():
         print("\n".join(sampling_rows(oracle, x0, args.nfe, device, args.rounds)))
 
