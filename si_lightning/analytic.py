@@ -152,6 +152,11 @@ class GaussianMixture:
         parts, _ = self._components(torch.as_tensor(t), x)
         return self._mix(parts, self._component_scores(parts))
 
+    def velocity_and_score(self, t: Tensor | float, x: Tensor) -> tuple[Tensor, Tensor]:
+        """(b, s) from one computation of the per-component quantities (an SDE step needs both)."""
+        parts, c = self._components(torch.as_tensor(t), x)
+        return self._mix(parts, self._component_velocities(parts, c)), self._mix(parts, self._component_scores(parts))
+
     def data(self, t: Tensor | float, x: Tensor) -> Tensor:
         """eta_1 = E[x1 | x_t = x] = sum_j w_j (mu_j + beta S_j C_j^{-1} (x - m_j)): (batch, d)."""
         parts, c = self._components(torch.as_tensor(t), x)

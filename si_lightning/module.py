@@ -7,6 +7,7 @@ training changes.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,7 +16,6 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
 from si_lightning.callbacks.guard import check_finite_checkpoint
 from si_lightning.condition import Condition
@@ -37,7 +37,12 @@ class InterpolantModule(pl.LightningModule):
         reweight_time: multiply the per-sample loss by (uniform density / sampler density) so a
             non-uniform time sampler still minimises the uniform-in-t objective.
         antithetic: average the loss over x_t^+ and x_t^- ([U] section 6.1).
-        loss_bins: how many equal t-bins the epoch loss is also reported in (0 to turn off).
+        loss_bins: how many equal t-bins the epoch loss is also reported in (0 to turn off); the
+            per-bin sums are kept on the device and logged once per epoch.
+        compile: train through the backbone compiled with ``torch.compile`` (``fullgraph=True``: a graph
+            break is an error, not a silent slowdown); True for the defaults, or a dict of ``torch.compile``
+            keyword arguments (backend, mode, dynamic, ...). The state_dict keys do not change; the
+            samplers (``fields``) use the eager backbone, whose batch sizes vary.
     """
 
     def __init__(
@@ -51,6 +56,7 @@ class InterpolantModule(pl.LightningModule):
         reweight_time: bool = False,
         antithetic: bool = False,
         loss_bins: int = 4,
+        compile: bool | dict[str, Any] = False,
     ) -> None:
         super().__init__()
         self._save_hyperparameters_for_reload(locals())
@@ -69,10 +75,14 @@ class InterpolantModule(pl.LightningModule):
         self.training_seed: int | None = None  # seeds the training t and z (see training_noise)
         # A score-based prediction gives b only where the conversions are finite (both ends excluded).
         self.train_interval = self.interpolant.valid_interval(need_score=self.prediction.needs_score_interval)
-        # Keys are prefixed: "train" would clash with nn.Module.train.
-        self.loss_bins = nn.ModuleDict(
-            {f"{phase}_bins": nn.ModuleList(MeanMetric() for _ in range(loss_bins)) for phase in ("train", "val")}
-        )
+        self.loss_bins = loss_bins
+        # phase -> (loss_bins, 2): the sum of the per-sample losses and their count per t-bin this epoch.
+        self._bin_totals: dict[str, Tensor] = {}
+        self.compile_options = compile_options(compile)
+        # The compiled backbone is kept outside the module tree: its parameters are the backbone's (no new
+        # state_dict keys), and a copy of the backbone (the EMA's) stays an eager module of its own.
+        compiled = None if self.compile_options is None else torch.compile(self.backbone, **self.compile_options)
+        self.__dict__["compiled_backbone"] = compiled
 
     def _save_hyperparameters_for_reload(self, arguments: dict[str, Any]) -> None:
         """Save what ``load_from_checkpoint(path)`` needs to rebuild the model.
@@ -132,6 +142,8 @@ class InterpolantModule(pl.LightningModule):
             optimizer = self.optimizer_factory(self.parameters())
         except ValueError as error:  # torch names the value; say what was expected too
             raise ValueError(f"invalid optimizer settings: {error} (expected lr >= 0 and valid betas/eps)") from error
+        if self.device.type == "cuda":
+            optimizer = with_fused_kernels(optimizer)
         if self.scheduler_factory is None:
             return optimizer
         scheduler = self.scheduler_factory(optimizer)
@@ -140,11 +152,12 @@ class InterpolantModule(pl.LightningModule):
     # ------------------------------------------------------------------------------------ training
     def network(self, cond: Condition | None) -> Callable[[Tensor, Tensor], Tensor]:
         """The backbone as the (x_t, t) -> output callable the losses expect."""
-        return lambda x, t: self.backbone(x, t, cond)
+        backbone = self.backbone if self.compiled_backbone is None else self.compiled_backbone
+        return lambda x, t: backbone(x, t, cond)
 
     def forward(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Tensor:
-        """The raw network output (batch, outputs * C, ...) at (x_t, t)."""
-        return self.backbone(x, t, cond)
+        """The raw network output (batch, outputs * C, ...) at (x_t, t) (compiled with ``compile``)."""
+        return self.network(cond)(x, t)
 
     def per_sample_loss(
         self, batch: Any, generator: torch.Generator | None = None, noise: tuple[Tensor, Tensor] | None = None
@@ -177,20 +190,47 @@ class InterpolantModule(pl.LightningModule):
         return loss, t
 
     def _log_bins(self, phase: str, loss: Tensor, t: Tensor) -> None:
-        """Epoch means of the loss in equal t-bins, accumulated on the device (no host sync per step)."""
-        metrics = self.loss_bins[f"{phase}_bins"]
-        if len(metrics) == 0:
+        """Add the per-sample losses to their equal t-bin's sum and count, on the device.
+
+        A few small kernels per step and no host sync; ``_log_epoch_bins`` logs the epoch means once
+        per epoch (per-step ``self.log`` calls and metric updates cost more than the step of a small model).
+        """
+        if self.loss_bins == 0:
             return
         t_min, t_max = self.train_interval
-        index = ((t - t_min) / (t_max - t_min) * len(metrics)).long().clamp(0, len(metrics) - 1)
-        detached = loss.detach()
-        for bin_index, metric in enumerate(metrics):
-            inside = (index == bin_index).to(detached.dtype)
-            count = inside.sum()
-            metric.update((detached * inside).sum() / count.clamp_min(1), weight=count)
-            low = t_min + (t_max - t_min) * bin_index / len(metrics)
-            high = t_min + (t_max - t_min) * (bin_index + 1) / len(metrics)
-            self.log(f"{phase}/loss_t[{low:.2f},{high:.2f}]", metric, on_step=False, on_epoch=True)
+        index = ((t.detach() - t_min) / (t_max - t_min) * self.loss_bins).long().clamp(0, self.loss_bins - 1)
+        totals = self._bin_totals.get(phase)
+        if totals is None or totals.device != loss.device:
+            totals = self._bin_totals[phase] = torch.zeros(self.loss_bins, 2, device=loss.device)
+        detached = loss.detach().float()
+        totals.index_add_(0, index, torch.stack((detached, torch.ones_like(detached)), dim=1))
+
+    def _log_epoch_bins(self, phase: str) -> None:
+        """Log the epoch mean of the loss per t-bin (summed over DDP ranks; NaN for an empty bin), then reset."""
+        if self.loss_bins == 0:
+            return
+        totals = self._bin_totals.pop(phase, None)
+        if totals is None:  # every rank takes part in the reduction, also one that saw no batch
+            totals = torch.zeros(self.loss_bins, 2, device=self.device)
+        totals = self.trainer.strategy.reduce(totals, reduce_op="sum")
+        means = totals[:, 0] / totals[:, 1]
+        t_min, t_max = self.train_interval
+        for bin_index in range(self.loss_bins):
+            low = t_min + (t_max - t_min) * bin_index / self.loss_bins
+            high = t_min + (t_max - t_min) * (bin_index + 1) / self.loss_bins
+            self.log(f"{phase}/loss_t[{low:.2f},{high:.2f}]", means[bin_index], on_step=False, on_epoch=True)
+
+    def on_train_epoch_start(self) -> None:
+        self._bin_totals.pop("train", None)
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_bins("train")
+
+    def on_validation_epoch_start(self) -> None:
+        self._bin_totals.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_bins("val")
 
     def on_train_start(self) -> None:
         """The seed of the training noise: the global seed of rank 0 (the same on every rank), unless restored."""
@@ -278,3 +318,28 @@ class InterpolantModule(pl.LightningModule):
             num_classes = getattr(backbone, "num_classes", 0)
             fields = GuidedFields(fields, guidance_scale=guidance_scale, null_label=num_classes)
         return fields
+
+
+def compile_options(setting: bool | dict[str, Any]) -> dict[str, Any] | None:
+    """The ``torch.compile`` keyword arguments for the ``compile`` setting (None: do not compile)."""
+    if setting is False:
+        return None
+    if setting is True:
+        return {"fullgraph": True}
+    if isinstance(setting, dict):
+        return {"fullgraph": True, **setting}
+    raise ValueError(f"compile must be true, false or a dict of torch.compile arguments, got {setting!r}")
+
+
+def with_fused_kernels(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """The same Adam/AdamW/SGD with ``fused=True`` (one kernel for all parameters), if it was built with
+    neither ``fused`` nor ``foreach`` chosen and before its first step; any other optimizer as is."""
+    fusable = isinstance(optimizer, (torch.optim.Adam, torch.optim.AdamW, torch.optim.SGD))
+    defaults = optimizer.defaults
+    chosen = defaults.get("fused") is not None or defaults.get("foreach") is not None
+    if not fusable or chosen or optimizer.state or defaults.get("differentiable"):
+        return optimizer
+    accepted = inspect.signature(type(optimizer)).parameters  # AdamW keeps a default it does not accept
+    settings = {key: value for key, value in defaults.items() if key in accepted}
+    groups = [{**group, "fused": True} for group in optimizer.param_groups]
+    return type(optimizer)(groups, **{**settings, "fused": True})

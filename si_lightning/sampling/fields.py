@@ -158,6 +158,9 @@ class OracleFields(Fields):
     def score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         return self.oracle.score(t, x)
 
+    def velocity_and_score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> tuple[Tensor, Tensor]:
+        return self.oracle.velocity_and_score(t, x)
+
     def data(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         return self.oracle.data(t, x)
 

@@ -7,6 +7,8 @@ Integrated by Euler-Maruyama or stochastic Heun on a time grid. The forward SDE 
 t_end - h (h = ``last_step_size``) and takes one last step ([SiT]): ``mean`` x + h b_F,
 ``tweedie`` E[x1 | x_t], ``euler`` x + h b, or ``none`` (x at t_end - h as is; h = 0 integrates the
 SDE to t_end). No host sync per step: a NaN or inf is recorded on the device and reported at the end.
+Per-sample seeds keep their batch-size invariance with one batched noise draw per step
+(``CounterNoise``: a counter-based stream keyed by (sample key, step)).
 """
 
 from __future__ import annotations
@@ -209,7 +211,8 @@ class SDESampler:
         if forward and self.last_step.needs_data and not counted.has_data:
             raise ValueError(f"last_step='tweedie' needs E[x1 | x_t], which {counted!r} does not provide")
         cond = check_condition(cond, x.shape[0])
-        noise = NoiseSource.create(x.shape[0], x.device, generator, seeds, stream="sde")
+        # Per-sample streams as one batched draw per step (CounterNoise): no loop over the samples.
+        noise = NoiseSource.create(x.shape[0], x.device, generator, seeds, stream="sde").counter_based()
         start, end = resolve_interval(counted, self.interval, need_score=True, who=repr(self))
         stop = end - self.last_step_size if forward else end
         if stop <= start:

@@ -8,6 +8,7 @@ probes): reusing one generator for x0 and for the SDE would make the first incre
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -107,6 +108,95 @@ class NoiseSource:
                 [torch.randint(0, 2, tuple(shape[1:]), generator=item, device=device) for item in self.per_sample]
             )
         return (2 * bits - 1).to(dtype)
+
+    def normal_like(self, x: Tensor) -> Tensor:
+        return self.normal(x.shape, x.device, x.dtype)
+
+    def counter_based(self) -> NoiseSource | CounterNoise:
+        """A source for many draws of the same shape: per-sample generators become a ``CounterNoise``
+        (one generator draw per sample now, then one batched draw per call); otherwise ``self``."""
+        if self.per_sample is None:
+            return self
+        return CounterNoise.from_generators(self.per_sample)
+
+
+# SplitMix64's constants as signed int64 (torch has no full uint64 arithmetic): the golden-ratio
+# increment and the two multipliers of its finaliser.
+_GOLDEN = 0x9E3779B97F4A7C15 - 2**64
+_MULTIPLIERS = (0xBF58476D1CE4E5B9 - 2**64, 0x94D049BB133111EB - 2**64)
+_UNIFORM_SCALE = 2.0**-32
+
+
+def _shift_right(bits: Tensor, count: int) -> Tensor:
+    """Logical right shift of int64 (torch's >> is arithmetic: mask the copied sign bits)."""
+    return (bits >> count) & ((1 << (64 - count)) - 1)
+
+
+def _mix(bits: Tensor) -> Tensor:
+    """SplitMix64's finaliser, a bijection of 64-bit words that scrambles every input bit into every
+    output bit; int64 multiplication wraps around as uint64 does, so the bits are the same."""
+    bits = (bits ^ _shift_right(bits, 30)) * _MULTIPLIERS[0]
+    bits = (bits ^ _shift_right(bits, 27)) * _MULTIPLIERS[1]
+    return bits ^ _shift_right(bits, 31)
+
+
+class CounterNoise:
+    """Per-sample noise streams drawn for the whole batch in one pass of elementwise kernels.
+
+    Sample i has a 64-bit key k_i (one draw from its own generator). Draw number n gives element j of
+    sample i the SplitMix64 output for the counter (k_i, n, j): the 64 bits of
+    mix(mix(k_i + n * golden) + (j + 1) * golden) hold two 32-bit uniforms, each turned into a normal
+    by the inverse normal CDF in float64 (``torch.special.ndtri``). Row i therefore depends only on
+    k_i and n, never on the batch it is in; the integer kernels are exact and ndtri is evaluated per
+    element by the same scalar code on a CPU (and by one device function on a GPU), so the values are
+    bitwise equal at any batch size. The uniforms are (m + 1/2) 2^-32, so normals stop at |x| < 6.3
+    (probability 3e-10 of a N(0, 1) draw beyond).
+
+    Args:
+        keys: (batch,) int64, the per-sample keys on the device the noise is drawn on.
+    """
+
+    def __init__(self, keys: Tensor) -> None:
+        if keys.dtype != torch.int64 or keys.dim() != 1:
+            raise ValueError(f"keys must be a 1-d int64 tensor, got {keys.dtype} of shape {tuple(keys.shape)}")
+        self.keys = keys
+        self.draws = 0
+
+    @classmethod
+    def from_generators(
+        cls, generators: Sequence[torch.Generator], device: torch.device | str | None = None
+    ) -> CounterNoise:
+        """One key per generator (advancing each by one draw), on ``device`` (the first generator's by default)."""
+        if not generators:
+            raise ValueError("generators must not be empty")
+        keys = [torch.randint(0, 2**62, (1,), generator=item, device=item.device) for item in generators]
+        target = torch.device(device) if device is not None else generators[0].device
+        return cls(torch.cat([key.to(target) for key in keys]))
+
+    def _next_bits(self, shape: Sequence[int], device: torch.device | str, words: int) -> Tensor:
+        """(batch, words) int64: this draw's SplitMix64 outputs of every sample."""
+        batch = shape[0] if len(shape) else 0
+        if batch != self.keys.shape[0]:
+            raise ValueError(f"noise for a batch of {batch} from {self.keys.shape[0]} per-sample keys")
+        keys = self.keys.to(device)
+        offset = (self.draws * _GOLDEN + 2**63) % 2**64 - 2**63  # the product wrapped to int64, as uint64 wraps
+        draw_keys = _mix(keys + offset)
+        self.draws += 1
+        counters = torch.arange(1, words + 1, device=device, dtype=torch.int64) * _GOLDEN
+        return _mix(draw_keys[:, None] + counters)
+
+    def normal(self, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype) -> Tensor:
+        """N(0, I) of ``shape`` = (batch, ...): row i from sample i's stream."""
+        size = math.prod(shape[1:])
+        bits = self._next_bits(shape, device, (size + 1) // 2)
+        words = torch.cat((_shift_right(bits, 32), bits & 0xFFFFFFFF), dim=1)[:, :size]
+        uniform = (words.to(torch.float64) + 0.5) * _UNIFORM_SCALE
+        return torch.special.ndtri(uniform).to(dtype).reshape(tuple(shape))
+
+    def rademacher(self, shape: Sequence[int], device: torch.device | str, dtype: torch.dtype) -> Tensor:
+        """Uniform on {-1, +1} of ``shape`` = (batch, ...): the top bit of each output."""
+        bits = self._next_bits(shape, device, math.prod(shape[1:]))
+        return (2 * _shift_right(bits, 63) - 1).to(dtype).reshape(tuple(shape))
 
     def normal_like(self, x: Tensor) -> Tensor:
         return self.normal(x.shape, x.device, x.dtype)
