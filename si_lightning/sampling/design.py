@@ -29,6 +29,7 @@ from si_lightning.sampling.checks import batch_time, check_data, positive_int, r
 from si_lightning.sampling.fields import Fields, as_fields
 from si_lightning.sampling.grids import CosineGrid, IncreasingTimeGrid
 
+_MESH = 4097  # points of the mesh on which a fitted grid inverts its cumulative density
 _DENSITY_FLOOR = 1e-3  # relative to the mean density: no step longer than about 1000 times the average
 
 
@@ -62,9 +63,11 @@ class FittedGrid(IncreasingTimeGrid):
         self._check()
 
     def increasing(self, low: float, high: float, steps: int, interpolant: Interpolant | None) -> Tensor:
-        # Knots of [low, high]: the table's times inside it plus both ends; the density is piecewise linear.
+        # Knots of [low, high]: the table's times inside it, both ends and a fine uniform mesh, so that the
+        # piecewise-linear inverse of the (piecewise-quadratic) cumulative density is accurate.
         inside = self.times[(self.times > low) & (self.times < high)]
-        knots = torch.cat([torch.tensor([low], dtype=torch.float64), inside, torch.tensor([high], dtype=torch.float64)])
+        mesh = torch.linspace(low, high, _MESH, dtype=torch.float64)
+        knots = torch.unique(torch.cat([mesh, inside]))
         values = _interpolate(self.times, self.density, knots)
         cumulative = torch.cat(
             [torch.zeros(1, dtype=torch.float64), torch.cumsum(0.5 * (values[1:] + values[:-1]) * knots.diff(), 0)]
