@@ -6,6 +6,7 @@ Every sampler drives a ``Fields`` object (velocity and, where needed, score), so
 """
 
 from si_lightning.sampling.conversion import ConvertedFields, convert_interpolant
+from si_lightning.sampling.design import FittedGrid, fit_lipschitz_grid, fit_local_error_grid
 from si_lightning.sampling.diffusion import DIFFUSIONS, Diffusion
 from si_lightning.sampling.divergence import DIVERGENCES, PROBES
 from si_lightning.sampling.fields import Fields, NetworkFields, OracleFields, as_fields
@@ -42,6 +43,7 @@ __all__ = [
     "Diffusion",
     "EDMGrid",
     "Fields",
+    "FittedGrid",
     "GuidedFields",
     "LikelihoodResult",
     "LogSNRGrid",
@@ -60,6 +62,8 @@ __all__ = [
     "base_noise",
     "bits_per_dim",
     "convert_interpolant",
+    "fit_lipschitz_grid",
+    "fit_local_error_grid",
     "generators_from_seeds",
     "log_likelihood",
     "log_snr",
