@@ -2,7 +2,9 @@
 
 The setting of [U] section 7.2 (MATH.md section 7): d = 128, 5 modes with means ~ N(0, 7.5^2 I) and
 covariances W^T W / d + I, the linear interpolant with gamma = sqrt(t (1 - t)), base N(0, I). For each
-sampler (ODE fixed-step on uniform and cosine grids, ODE adaptive, SDE for several eps scales) it draws
+sampler (ODE fixed-step on uniform, cosine, log-SNR, EDM and pilot-fitted grids, the exponential integrator
+dpm++2m, ODE adaptive, SDE for several eps scales, and sampling through the conversion to the linear path
+with gamma = 0) it draws
 N samples from the same base noise and reports
 
 - SW2: the sliced 2-Wasserstein distance to N fresh data samples (P random directions, the same for all);
@@ -29,7 +31,8 @@ from torch import Tensor  # noqa: E402
 
 from si_lightning.analytic import GaussianMixture  # noqa: E402
 from si_lightning.interpolants import Interpolant  # noqa: E402
-from si_lightning.sampling import ODESampler, SDESampler  # noqa: E402
+from si_lightning.sampling import ODESampler, SDESampler, TimeGrid, convert_interpolant  # noqa: E402
+from si_lightning.sampling.design import fit_lipschitz_grid, fit_local_error_grid  # noqa: E402
 
 DIM, MODES = 128, 5
 
@@ -80,8 +83,8 @@ def kl_first_two(oracle: GaussianMixture, samples: Tensor, reference: Tensor) ->
     return float((marginal_log_density(oracle, points) - kde_log_density(samples[:, :2], points, covariance)).mean())
 
 
-def samplers() -> list[tuple[str, str, Callable[[], object]]]:
-    """(family, setting, sampler) for every row of the table."""
+def samplers(fitted: dict[str, TimeGrid]) -> list[tuple[str, str, Callable[[], object]]]:
+    """(family, setting, sampler) for every row of the table; ``fitted`` holds the grids fitted on a pilot."""
     rows: list[tuple[str, str, Callable[[], object]]] = []
     for steps in (10, 20, 50, 100):
         rows.append(("ODE euler", f"{steps} steps", lambda steps=steps: ODESampler("euler", steps=steps)))
@@ -90,6 +93,43 @@ def samplers() -> list[tuple[str, str, Callable[[], object]]]:
             rows.append((f"ODE heun {grid}", f"{steps} steps", lambda s=steps, g=grid: ODESampler("heun", s, grid=g)))
     for steps in (3, 5, 10, 25):
         rows.append(("ODE rk4", f"{steps} steps", lambda steps=steps: ODESampler("rk4", steps=steps)))
+    for grid in ("logsnr", "edm"):
+        for steps in (6, 8, 10, 12, 16, 25):
+            rows.append(
+                (f"ODE dpm++2m {grid}", f"{steps} steps", lambda s=steps, g=grid: ODESampler("dpm++2m", s, grid=g))
+            )
+    for name in ("local-error-2", "lipschitz"):
+        for steps in (6, 8, 10, 12):
+            rows.append(
+                (
+                    f"ODE dpm++2m {name}",
+                    f"{steps} steps",
+                    lambda s=steps, g=fitted[name]: ODESampler("dpm++2m", s, grid=g),
+                )
+            )
+        for steps in (4, 5, 6, 10):
+            rows.append(
+                (f"ODE heun {name}", f"{steps} steps", lambda s=steps, g=fitted[name]: ODESampler("heun", s, grid=g))
+            )
+    for grid in ("logsnr", "edm"):
+        for steps in (4, 5, 6, 10):
+            rows.append((f"ODE heun {grid}", f"{steps} steps", lambda s=steps, g=grid: ODESampler("heun", s, grid=g)))
+    for steps in (12, 20, 50):
+        rows.append(
+            (
+                "ODE euler local-error-1",
+                f"{steps} steps",
+                lambda s=steps: ODESampler("euler", s, grid=fitted["local-error-1"]),
+            )
+        )
+    for steps in (8, 12):
+        rows.append(
+            (
+                "converted to linear, gamma = 0: dpm++2m logsnr",
+                f"{steps} steps",
+                lambda s=steps: ODESampler("dpm++2m", s, grid="logsnr"),
+            )
+        )
     for tolerance in (1e-2, 1e-3, 1e-4, 1e-5):
         rows.append(
             ("ODE dopri5", f"tol {tolerance:g}", lambda tol=tolerance: ODESampler("dopri5", atol=tol, rtol=tol))
@@ -142,15 +182,25 @@ def main() -> None:
         f"| data vs data (floor, 10 draws) | - | - | {floor_sw.mean():.4f} +- {floor_sw.std():.4f} "
         f"| {floor_kl.mean():.4f} +- {floor_kl.std():.4f} | - |"
     )
+    # Grids fitted on a pilot batch of 64 base draws (seed 5), independent of the evaluated samples.
+    pilot = oracle.sample_base(64, torch.Generator().manual_seed(5))
+    fitted = {
+        "local-error-1": fit_local_error_grid(oracle, pilot, order=1),
+        "local-error-2": fit_local_error_grid(oracle, pilot, order=2),
+        "lipschitz": fit_lipschitz_grid(oracle, pilot),
+    }
+    # The same mixture's fields sampled along the linear path with gamma = 0 through the exact conversion.
+    converted = convert_interpolant(oracle, Interpolant("linear", "zero"))
     results: dict[str, list[tuple[int, float, float]]] = {}
-    for family, setting, build in samplers():
+    for family, setting, build in samplers(fitted):
         sampler = build()
+        fields = converted if family.startswith("converted") else oracle
         start = time.perf_counter()
         try:
             if isinstance(sampler, SDESampler):
-                result = sampler.sample(oracle, x0, seeds=range(count))
+                result = sampler.sample(fields, x0, seeds=range(count))
             else:
-                result = sampler.sample(oracle, x0)
+                result = sampler.sample(fields, x0)
         except FloatingPointError as error:
             print(f"| {family} | {setting} | - | diverged | - | - |  <!-- {error} -->")
             continue
@@ -162,7 +212,7 @@ def main() -> None:
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for family, points in results.items():
         nfe, sw, kl = zip(*points, strict=True)
-        style = "--" if family.startswith("SDE") else "-"
+        style = "--" if family.startswith("SDE") else ":" if "dpm" in family or "fitted" in family else "-"
         axes[0].plot(nfe, sw, style, marker="o", label=family)
         axes[1].plot(nfe, [max(value, 1e-4) for value in kl], style, marker="o", label=family)
     for axis, name, value in ((axes[0], "SW2", floor_sw), (axes[1], "KL of coordinates (0, 1)", floor_kl)):

@@ -99,7 +99,8 @@ def test_encoding_is_the_inverse_closed_form_on_a_partial_interval():
 
 @pytest.mark.parametrize(("method", "order", "steps"), [("euler", 1, 20), ("heun", 2, 20), ("rk4", 4, 10)])
 @pytest.mark.parametrize("case", [("linear", "quadratic", 1.0), ("trig", "zero", 1.0)], ids=["linear", "trig"])
-@pytest.mark.parametrize("grid", sorted(GRIDS))
+# Path grids (logsnr, edm) clip an infinite log-SNR at sigma_max, so their first step does not shrink with N.
+@pytest.mark.parametrize("grid", sorted(name for name, grid in GRIDS.items() if not grid.needs_interpolant))
 def test_fixed_step_methods_converge_at_their_order(method, order, steps, case, grid):
     oracle = gaussian_target(Interpolant(*case))
     x0 = oracle.sample_base(64, torch.Generator().manual_seed(0))

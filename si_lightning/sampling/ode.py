@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from si_lightning.condition import Condition
+from si_lightning.interpolants import Interpolant
 from si_lightning.registry import lookup
 from si_lightning.sampling.checks import (
     batch_time,
@@ -23,10 +24,11 @@ from si_lightning.sampling.checks import (
     resolve_interval,
 )
 from si_lightning.sampling.fields import CountedFields, Fields, as_fields
-from si_lightning.sampling.grids import GRIDS
+from si_lightning.sampling.grids import GRIDS, TimeGrid
 from si_lightning.sampling.solvers import (
     ODE_METHODS,
     AdaptiveMethod,
+    ExponentialMethod,
     Function,
     State,
     integrate_adaptive,
@@ -47,11 +49,14 @@ class ODESampler:
     """Integrates the probability-flow ODE with a fixed-step or adaptive method.
 
     Args:
-        method: one of ``ODE_METHODS``: euler, heun, rk4 (fixed steps on ``grid``) or the adaptive
-            torchdiffeq methods dopri5, dopri8, bosh3, fehlberg2, adaptive_heun (``atol``, ``rtol``).
+        method: one of ``ODE_METHODS``: euler, heun, rk4, dpm++2m (fixed steps on ``grid``; dpm++2m is
+            the exponential integrator, one evaluation per step, for fields with a Gaussian-base
+            interpolant) or the adaptive torchdiffeq methods dopri5, dopri8, bosh3, fehlberg2,
+            adaptive_heun (``atol``, ``rtol``).
         steps: number of steps of a fixed-step method.
         atol, rtol: tolerances of an adaptive method.
-        grid: one of ``GRIDS`` (uniform, cosine: denser near both ends).
+        grid: one of ``GRIDS`` (uniform, cosine: denser near both ends, logsnr: uniform in log-SNR,
+            edm: EDM's rho-grid in sigma = alpha_bar / beta) or a ``TimeGrid`` instance (e.g. a fitted one).
         interval: (t_start, t_end) inside the fields' valid interval; None takes the whole of it.
     """
 
@@ -61,7 +66,7 @@ class ODESampler:
         steps: int = 100,
         atol: float = 1e-5,
         rtol: float = 1e-5,
-        grid: str = "uniform",
+        grid: str | TimeGrid = "uniform",
         interval: tuple[float, float] | None = None,
     ) -> None:
         self.method_name = method
@@ -69,8 +74,8 @@ class ODESampler:
         self.steps = positive_int("steps", steps)
         self.atol = positive_float("atol", atol)
         self.rtol = positive_float("rtol", rtol)
-        self.grid_name = grid
-        self.grid = lookup(GRIDS, grid, "time grid")()
+        self.grid_name = grid if isinstance(grid, str) else type(grid).__name__
+        self.grid = grid if isinstance(grid, TimeGrid) else lookup(GRIDS, grid, "time grid")()
         self.interval = check_interval_argument(interval)
 
     def __repr__(self) -> str:
@@ -100,12 +105,27 @@ class ODESampler:
         def velocity(t: Tensor, state: State) -> State:
             return (counted.velocity(batch_time(t, state[0].shape[0]), state[0], cond),)
 
-        (final,) = self.integrate(velocity, (x,), start, end, f"{self!r} on {counted!r}")
+        (final,) = self.integrate(velocity, (x,), start, end, f"{self!r} on {counted!r}", counted.interpolant)
         return SampleResult(final, counted.nfe, (start, end))
 
-    def integrate(self, function: Function, state: State, start: float, end: float, what: str) -> State:
-        """Solve d state/dt = function(t, state) from ``start`` to ``end`` (either direction)."""
+    def integrate(
+        self,
+        function: Function,
+        state: State,
+        start: float,
+        end: float,
+        what: str,
+        interpolant: Interpolant | None = None,
+    ) -> State:
+        """Solve d state/dt = function(t, state) from ``start`` to ``end`` (either direction).
+
+        ``interpolant`` is that of the fields: path grids and the exponential integrator need it.
+        """
         if self.adaptive:
             return integrate_adaptive(self.method, function, state, start, end, self.atol, self.rtol, what)
-        grid = self.grid(start, end, self.steps, device=state[0].device, dtype=state[0].dtype)
+        grid = self.grid(start, end, self.steps, device=state[0].device, dtype=state[0].dtype, interpolant=interpolant)
+        if isinstance(self.method, ExponentialMethod):
+            if interpolant is None:
+                raise ValueError(f"{what}: method {self.method_name!r} needs fields that carry their interpolant")
+            return self.method.integrate(function, state, grid, interpolant, what)
         return integrate_fixed(self.method, function, state, grid, what)
