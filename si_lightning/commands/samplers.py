@@ -55,7 +55,7 @@ def _sde(method: str, diffusion: str, steps: int) -> SamplerSpec:
 
 
 SDE_METHOD_NAMES = {"euler": "euler-maruyama", "heun": "heun"}
-PRESET_STEPS = (5, 10, 20, 25, 50, 100, 250, 500)
+PRESET_STEPS = (1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 250, 256, 500, 1000)
 
 SAMPLER_PRESETS: dict[str, SamplerSpec] = {
     **{
