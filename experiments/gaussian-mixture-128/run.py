@@ -54,7 +54,10 @@ def train(oracle: GaussianMixture, settings: dict, seed: int) -> MLP:
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     generator = torch.Generator().manual_seed(seed + 1)
     low, high = oracle.interpolant.valid_interval(need_score=True)
-    pool = oracle.sample_data(settings["training"]["pool_size"], generator)  # drawing is slower than a step
+    # Drawing is slower than a step, and in chunks: a draw holds one d x d factor per point.
+    pool = torch.cat(
+        [oracle.sample_data(4096, generator) for _ in range(-(-settings["training"]["pool_size"] // 4096))]
+    )
     for step in range(steps):
         size = settings["training"]["batch_size"]
         x1 = pool[torch.randint(0, pool.shape[0], (size,), generator=generator)]
