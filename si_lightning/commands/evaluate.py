@@ -138,7 +138,8 @@ def parse_sweep(options: argparse.Namespace) -> list:
 
 def summary_line(values: dict[str, float], details: dict[str, Any]) -> str:
     shown = " ".join(f"{name}={value:.6g}" for name, value in values.items())
-    return f"{shown} ({details['num_samples']} samples, extractor {details['extractor']}, {details['source']})"
+    about = [f"{details['num_samples']} samples, extractor {details['extractor']}"] if details["num_samples"] else []
+    return f"{shown} ({', '.join([*about, details['source']])})"
 
 
 def run(arguments: list[str]) -> int:

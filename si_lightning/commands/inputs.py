@@ -75,7 +75,8 @@ def build_datamodule(config_path: Path, key: str = "--data-config") -> Lightning
     parser.add_subclass_arguments(LightningDataModule, "data", required=True)
     try:
         namespace = parser.parse_object({"data": content["data"]})
-        datamodule = parser.instantiate_classes(namespace).data
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+        datamodule = instantiate(namespace).data
     except Exception as error:
         raise ConfigurationError(key, str(config_path), f"a valid data section ({error})".replace("\n", " ")) from None
     if not hasattr(datamodule, "real_samples"):
