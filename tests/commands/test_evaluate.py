@@ -97,6 +97,7 @@ def test_sweep_on_the_digits_checkpoint_writes_the_table_and_the_plot(digits_che
     assert math.isclose(fid, float(rows[1]["fid"]), rel_tol=1e-6)
 
 
+@pytest.mark.slow  # several launches of the executable (each imports torch and Lightning)
 @pytest.mark.timeout(300)
 def test_evaluate_bad_input_is_one_line_and_exit_2(tmp_path) -> None:
     images = np.zeros((4, 8, 8, 1), dtype=np.uint8)

@@ -104,6 +104,7 @@ def test_interrupted_sample_resumes_to_the_same_file(digits_checkpoint, tmp_path
     assert resumed.returncode == 0
 
 
+@pytest.mark.slow  # several launches of the executable (each imports torch and Lightning)
 @pytest.mark.timeout(600)
 def test_bad_input_is_one_line_and_exit_2(digits_checkpoint, tmp_path) -> None:
     not_a_checkpoint = tmp_path / "notes.ckpt"
