@@ -1,6 +1,6 @@
 """Error versus NFE for every sampler, driven by the Gaussian-mixture oracle (no training).
 
-The setting of [U] section 7.2 (MATH.md section 7): d = 128, 5 modes with means ~ N(0, 7.5^2 I) and
+The setting of [U] section 7.2 (docs/math.md section 7): d = 128, 5 modes with means ~ N(0, 7.5^2 I) and
 covariances W^T W / d + I, the linear interpolant with gamma = sqrt(t (1 - t)), base N(0, I). For each
 sampler (ODE fixed-step on uniform, cosine, log-SNR, EDM and pilot-fitted grids, the exponential integrator
 dpm++2m, ODE adaptive, SDE for several eps scales, and sampling through the conversion to the linear path

@@ -160,3 +160,22 @@ def check_guidance(guidance_scale: float | None, num_classes: int) -> None:
             f"guidance_scale = {guidance_scale!r} needs class-conditional data (a ClassLabels coupling); "
             "the data has no class labels: set guidance_scale to null"
         )
+
+
+def sample_with_labels(
+    fields: Fields,
+    sampler: Sampler,
+    seeds: Sequence[int],
+    data_shape: Sequence[int],
+    device: torch.device,
+    labels: Tensor | None = None,
+) -> SampleResult:
+    """Samples (len(seeds), *data_shape) from per-sample seeds, with the given class ``labels`` (len(seeds),).
+
+    ``labels`` None samples unconditionally; ``class_labels`` gives the default labels (seed mod K).
+    """
+    x0 = base_noise(list(seeds), tuple(data_shape), device=device)
+    cond = None if labels is None else Condition(labels=labels.to(device=device, dtype=torch.long))
+    if isinstance(sampler, SDESampler):
+        return sampler.sample(fields, x0, cond, seeds=list(seeds))
+    return sampler.sample(fields, x0, cond)

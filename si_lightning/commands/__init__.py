@@ -6,4 +6,7 @@
 
 from __future__ import annotations
 
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "sample": "si_lightning.commands.sample",
+    "evaluate": "si_lightning.commands.evaluate",
+}

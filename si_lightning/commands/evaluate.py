@@ -1,0 +1,237 @@
+"""``si-lightning evaluate``: FID, KID, IS, precision/recall and bits/dim of a checkpoint or of samples.
+
+    si-lightning evaluate --ckpt last.ckpt --sampler ode-heun-50 --num-samples 50000 --metrics fid,is
+    si-lightning evaluate --samples samples/run --reference data/cifar10-train --metrics fid,kid
+    si-lightning evaluate --ckpt last.ckpt --sweep --num-samples 10000   # FID versus NFE of a sampler grid
+
+Generated side: samples of the checkpoint from seeds 0 .. N-1 (the ``sample`` engine), or images
+from a folder / .npz / ``sample`` output (``--samples``). Real side: ``--reference`` images, or N
+points of the run's data (its ``config.yaml``, or ``--data-config``) with cached feature statistics.
+Writes ``{out}/evaluation.json`` (and ``sweep.csv``, ``sweep.png``) and prints a one-line summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from si_lightning.callbacks.fid import default_cache_directory
+from si_lightning.commands.checkpoints import WEIGHTS, load_model
+from si_lightning.commands.inputs import build_datamodule, generate, read_images, run_config_path
+from si_lightning.commands.processes import ACCELERATORS, resolve_accelerator
+from si_lightning.commands.quality import IMAGE_METRICS, METRICS, RealSide, data_likelihood, image_metrics
+from si_lightning.commands.reporting import report_configuration_errors
+from si_lightning.commands.samplers import sampler_spec
+from si_lightning.commands.seeds import choose_seeds
+from si_lightning.commands.sweep import run_sweep, sweep_grid, write_plot, write_table
+from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
+from si_lightning.files import write_atomically
+from si_lightning.metrics import FEATURE_EXTRACTORS, build_feature_extractor, quantize_to_uint8
+from si_lightning.sampling import DIFFUSIONS, DIVERGENCES, ODE_METHODS
+
+
+def comma_list(kind: type, text: str) -> list:
+    return [kind(part) for part in text.split(",") if part.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    parse = argparse.ArgumentParser(prog="si-lightning evaluate", description=__doc__.split("\n")[0])
+    source = parse.add_argument_group("what to evaluate")
+    source.add_argument("--ckpt", help="checkpoint written by si-lightning fit")
+    source.add_argument("--samples", help="folder of images, .npz (arr_0 uint8 NHWC) or a sample output directory")
+    source.add_argument("--sampler", default="ode-heun-50", help="with --ckpt: preset name or YAML")
+    source.add_argument("--num-samples", type=int, help="with --ckpt: samples from seeds 0 .. N-1")
+    source.add_argument("--seeds", help="with --ckpt: seed list (0-49999, ...)")
+    source.add_argument("--guidance-scale", type=float, help="with --ckpt: classifier-free guidance scale")
+    source.add_argument("--weights", default="ema", choices=WEIGHTS)
+    source.add_argument("--batch-size", type=int, default=256)
+    source.add_argument("--accelerator", default="auto", choices=ACCELERATORS)
+    real = parse.add_argument_group("the real side")
+    real.add_argument("--reference", help="folder of real images or .npz (instead of the run's data)")
+    real.add_argument("--data-config", help="config with the data section (default: the run's config.yaml)")
+    real.add_argument("--split", default="train", help="data split of the real points")
+    real.add_argument("--num-real", type=int, help="real points (default: as many as generated)")
+    real.add_argument("--real-seed", type=int, default=0)
+    real.add_argument("--cache-dir", help="real-statistics cache (default ~/.cache/si_lightning/...)")
+    metrics = parse.add_argument_group("metrics")
+    metrics.add_argument("--metrics", default="fid", help=f"comma-separated, of {','.join(METRICS)}")
+    metrics.add_argument("--extractor", default="inception", help=f"feature network: {', '.join(FEATURE_EXTRACTORS)}")
+    metrics.add_argument("--inception-weights", help="InceptionV3 weights file (never downloaded)")
+    metrics.add_argument("--kid-subset-size", type=int, default=1000)
+    metrics.add_argument("--nll-samples", type=int, default=128, help="data points of the likelihood")
+    metrics.add_argument("--nll-split", default="val")
+    metrics.add_argument("--nll-solver", default="dopri5", help="ODE preset for the likelihood (ode-rk4-20, ...)")
+    metrics.add_argument("--nll-divergence", default="exact", choices=sorted(DIVERGENCES))
+    sweep = parse.add_argument_group("sweep (with --ckpt): FID versus NFE over a sampler grid")
+    sweep.add_argument("--sweep", action="store_true")
+    sweep.add_argument("--ode-methods", default="euler,heun", help="comma-separated ODE methods ('' for none)")
+    sweep.add_argument("--ode-steps", default="5,10,20,50")
+    sweep.add_argument("--sde-diffusions", default="sbdm,sigma", help="comma-separated diffusion families")
+    sweep.add_argument("--sde-scales", default="1.0")
+    sweep.add_argument("--sde-steps", default="10,20,50")
+    sweep.add_argument("--guidance-scales", default="", help="comma-separated guidance scales (class-conditional)")
+    parse.add_argument("--out", default="evaluation", help="directory for evaluation.json, sweep.csv, sweep.png")
+    parse.add_argument("--debug", action="store_true")
+    return parse
+
+
+def check_metrics(text: str) -> list[str]:
+    metrics = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = [metric for metric in metrics if metric not in METRICS]
+    if not metrics or unknown:
+        raise ConfigurationError("--metrics", text, f"a comma-separated list of {', '.join(METRICS)}")
+    return metrics
+
+
+def real_side(options: argparse.Namespace, count: int, datamodule: Any) -> RealSide:
+    if options.reference is not None:
+        return RealSide(images=read_images(options.reference, "--reference"))
+    if datamodule is None:
+        raise ConfigurationError("--reference", None, "a folder or .npz of real images, or --data-config / --ckpt")
+    num_real = options.num_real or count
+    return RealSide(
+        datamodule=datamodule,
+        split=options.split,
+        num_samples=num_real,
+        real_seed=options.real_seed,
+        cache=default_cache_directory_or(options.cache_dir),
+    )
+
+
+def default_cache_directory_or(path: str | None):
+    from si_lightning.metrics import StatisticsCache
+
+    return StatisticsCache(default_cache_directory() if path is None else path)
+
+
+def parse_sweep(options: argparse.Namespace) -> list:
+    try:
+        ode_methods = comma_list(str, options.ode_methods)
+        sde_diffusions = comma_list(str, options.sde_diffusions)
+        grid = {
+            "ode_methods": ode_methods,
+            "ode_steps": comma_list(int, options.ode_steps),
+            "sde_diffusions": sde_diffusions,
+            "sde_scales": comma_list(float, options.sde_scales),
+            "sde_steps": comma_list(int, options.sde_steps),
+            "guidance_scales": comma_list(float, options.guidance_scales) or [None],
+        }
+    except ValueError as error:
+        raise ConfigurationError(
+            "--sweep", str(error), "comma-separated numbers for the step counts and scales"
+        ) from None
+    for method in ode_methods:
+        if method not in ODE_METHODS:
+            raise ConfigurationError("--ode-methods", method, f"ODE methods among {', '.join(ODE_METHODS)}")
+    for diffusion in sde_diffusions:
+        if diffusion not in DIFFUSIONS:
+            raise ConfigurationError("--sde-diffusions", diffusion, f"diffusions among {', '.join(DIFFUSIONS)}")
+    points = sweep_grid(**grid)
+    if not points:
+        raise ConfigurationError("--sweep", "empty grid", "at least one ODE method or SDE diffusion")
+    return points
+
+
+def summary_line(values: dict[str, float], details: dict[str, Any]) -> str:
+    shown = " ".join(f"{name}={value:.6g}" for name, value in values.items())
+    about = [f"{details['num_samples']} samples, extractor {details['extractor']}"] if details["num_samples"] else []
+    return f"{shown} ({', '.join([*about, details['source']])})"
+
+
+def run(arguments: list[str]) -> int:
+    options = parser().parse_args(arguments)
+    metrics = check_metrics(options.metrics)
+    if (options.ckpt is None) == (options.samples is None):
+        raise ConfigurationError("--ckpt", options.ckpt, "exactly one of --ckpt (generate) or --samples (read)")
+    if options.batch_size < 1:
+        raise ConfigurationError("--batch-size", options.batch_size, "an integer >= 1")
+    device = torch.device(resolve_accelerator(options.accelerator))
+    module = datamodule = None
+    if options.ckpt is not None:
+        module = load_model(options.ckpt, options.weights).to(device)
+        config = Path(options.data_config) if options.data_config else run_config_path(options.ckpt)
+        if options.reference is None or "nll" in metrics:
+            datamodule = build_datamodule(config)
+    elif options.data_config:
+        datamodule = build_datamodule(Path(options.data_config))
+    if "nll" in metrics and module is None:
+        raise ConfigurationError("--metrics", options.metrics, "nll only with --ckpt (it needs the model)")
+    image_wanted = [metric for metric in metrics if metric in IMAGE_METRICS] or (["fid"] if options.sweep else [])
+    extractor = None
+    if image_wanted:
+        if options.extractor not in FEATURE_EXTRACTORS:
+            raise ConfigurationError("--extractor", options.extractor, f"one of {', '.join(FEATURE_EXTRACTORS)}")
+        weights = {"weights_path": options.inception_weights} if options.extractor == "inception" else {}
+        try:
+            extractor = build_feature_extractor(options.extractor, **weights).to(device)
+        except (FileNotFoundError, ValueError) as error:
+            raise ConfigurationError("--inception-weights", options.inception_weights, str(error)) from None
+
+    out = Path(options.out)
+    values: dict[str, float] = {}
+    details: dict[str, Any] = {"metrics": metrics, "extractor": extractor.identity() if extractor else None}
+    if options.sweep:
+        if module is None:
+            raise ConfigurationError("--sweep", True, "--ckpt: a sweep generates samples")
+        points = parse_sweep(options)
+        seeds = choose_seeds(options.seeds, options.num_samples)
+        real = real_side(options, len(seeds), datamodule)
+
+        def evaluate_point(point) -> tuple[float, float]:
+            samples, nfe = generate(module, point.spec.build(), seeds, options.batch_size, device, point.guidance_scale)
+            fid = image_metrics(quantize_to_uint8(samples), ["fid"], extractor, real, options.batch_size)["fid"]
+            return fid, nfe
+
+        rows = run_sweep(points, evaluate_point)
+        write_table(rows, out / "sweep.csv")
+        write_plot(rows, out / "sweep.png", f"{Path(options.ckpt).name}: FID ({extractor.name}) vs NFE, N={len(seeds)}")
+        best = min(rows, key=lambda row: row["fid"])
+        print(f"best: {best['sampler']} fid={best['fid']:.6g} at {best['nfe']:.1f} NFE -> {out / 'sweep.csv'}")
+        return EXIT_SUCCESS
+
+    if options.ckpt is not None:
+        seeds = choose_seeds(options.seeds, options.num_samples) if image_wanted else []
+        details.update({"source": f"checkpoint {options.ckpt}", "sampler": options.sampler})
+        if image_wanted:
+            spec = sampler_spec(options.sampler)
+            samples, nfe = generate(module, spec.build(), seeds, options.batch_size, device, options.guidance_scale)
+            images = quantize_to_uint8(samples) if samples.dim() == 4 else None
+            values["nfe"] = nfe
+            details["sampler"] = spec.as_dict()
+    else:
+        images = read_images(options.samples, "--samples")
+        details["source"] = f"samples {options.samples}"
+    if image_wanted:
+        if images is None:
+            raise ConfigurationError("--metrics", options.metrics, "image metrics only for image data")
+        details["num_samples"] = int(images.shape[0])
+        real = real_side(options, int(images.shape[0]), datamodule)
+        size = min(options.kid_subset_size, int(images.shape[0]))
+        values.update(image_metrics(images, metrics, extractor, real, options.batch_size, kid_subset_size=size))
+    else:
+        details["num_samples"] = 0
+    if "nll" in metrics:
+        solver = sampler_spec(options.nll_solver, "--nll-solver").build("--nll-solver")
+        values.update(
+            data_likelihood(
+                module,
+                datamodule,
+                options.nll_samples,
+                options.nll_split,
+                solver,
+                options.nll_divergence,
+                options.batch_size,
+                device,
+            )
+        )
+    write_atomically(out / "evaluation.json", (json.dumps({"values": values, **details}, indent=2) + "\n").encode())
+    print(summary_line(values, details))
+    return EXIT_SUCCESS
+
+
+def main(arguments: list[str]) -> int:
+    return report_configuration_errors(run, arguments)

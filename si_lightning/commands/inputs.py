@@ -1,0 +1,109 @@
+"""Inputs of the ``evaluate`` command: images from files, the data of a run, generated samples.
+
+Images on disk are a folder of PNG/JPEG files (searched recursively, sorted by path) or an .npz in
+the layout of ADM's evaluator (``arr_0``: uint8 (N, H, W, C)); ``sample``'s output directory is
+read through its ``samples.npz``. The data of a run is rebuilt from the ``data`` section of a
+config (by default the ``config.yaml`` that ``fit`` wrote beside the checkpoint's folder).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from jsonargparse import ArgumentParser
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+from torch import Tensor
+
+from si_lightning.callbacks.generation import batched, sample_with_labels
+from si_lightning.commands.outputs import SAMPLES
+from si_lightning.errors import ConfigurationError
+from si_lightning.module import InterpolantModule
+from si_lightning.sampling import ODESampler, SDESampler
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def image_files(directory: Path) -> list[Path]:
+    return sorted(path for path in directory.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def read_images(path: str | Path, key: str) -> Tensor:
+    """uint8 (N, C, H, W) images from a folder of image files, an .npz or a ``sample`` output directory."""
+    path = Path(path)
+    if path.is_dir() and (path / SAMPLES).is_file():
+        path = path / SAMPLES
+    if path.is_file() and path.suffix == ".npz":
+        with np.load(path) as content:
+            if "arr_0" not in content.files:
+                raise ConfigurationError(key, str(path), "an .npz with arr_0: uint8 (N, H, W, C) (ADM's layout)")
+            array = content["arr_0"]
+        if array.dtype != np.uint8 or array.ndim != 4:
+            raise ConfigurationError(key, str(path), f"arr_0 uint8 (N, H, W, C); got {array.dtype} {array.shape}")
+        return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+    if not path.is_dir():
+        raise ConfigurationError(key, str(path), "a folder of images, a sample output directory or an .npz")
+    files = image_files(path)
+    if len(files) < 2:
+        raise ConfigurationError(key, str(path), "a folder holding at least 2 images (.png, .jpg, ...)")
+    pictures = []
+    for file in files:
+        with Image.open(file) as picture:
+            array = np.asarray(picture.convert("RGB") if picture.mode not in ("L", "RGB") else picture)
+        pictures.append(array[..., None] if array.ndim == 2 else array)
+    if len({picture.shape for picture in pictures}) != 1:
+        raise ConfigurationError(key, str(path), "images that all have one size and channel count")
+    return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()
+
+
+def run_config_path(checkpoint: str | Path) -> Path:
+    """``{run directory}/config.yaml`` for ``{run directory}/checkpoints/x.ckpt``."""
+    return Path(checkpoint).resolve().parent.parent / "config.yaml"
+
+
+def build_datamodule(config_path: Path, key: str = "--data-config") -> LightningDataModule:
+    """The datamodule of the ``data`` section of a LightningCLI config file."""
+    if not config_path.is_file():
+        raise ConfigurationError(key, str(config_path), "a config file with a data section (the run's config.yaml)")
+    content = yaml.safe_load(config_path.read_text()) or {}
+    if not isinstance(content, dict) or "data" not in content:
+        raise ConfigurationError(key, str(config_path), "a config file with a data section (class_path, init_args)")
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_subclass_arguments(LightningDataModule, "data", required=True)
+    try:
+        namespace = parser.parse_object({"data": content["data"]})
+        instantiate = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+        datamodule = instantiate(namespace).data
+    except Exception as error:
+        raise ConfigurationError(key, str(config_path), f"a valid data section ({error})".replace("\n", " ")) from None
+    if not hasattr(datamodule, "real_samples"):
+        raise ConfigurationError(key, str(config_path), "a datamodule with real_samples() (si_lightning.data)")
+    return datamodule
+
+
+def default_labels(seeds: list[int], num_classes: int) -> Tensor | None:
+    return torch.tensor([seed % num_classes for seed in seeds]) if num_classes > 0 else None
+
+
+def generate(
+    module: InterpolantModule,
+    sampler: ODESampler | SDESampler,
+    seeds: list[int],
+    batch_size: int,
+    device: torch.device,
+    guidance_scale: float | None = None,
+) -> tuple[Tensor, float]:
+    """Samples (N, *data_shape) from per-sample seeds (labels seed mod K) and the mean NFE per sample."""
+    data_shape = tuple(module.backbone.data_shape)
+    num_classes = int(getattr(module.backbone, "num_classes", 0) or 0)
+    fields = module.fields(ema=True, guidance_scale=guidance_scale)
+    chunks, evaluations = [], 0.0
+    with torch.no_grad():
+        for batch in batched(seeds, batch_size):
+            result = sample_with_labels(fields, sampler, batch, data_shape, device, default_labels(batch, num_classes))
+            chunks.append(result.x.float().cpu())
+            evaluations += result.nfe * len(batch)
+    return torch.cat(chunks), evaluations / len(seeds)

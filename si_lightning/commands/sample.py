@@ -1,0 +1,298 @@
+"""``si-lightning sample``: samples of a trained checkpoint from per-sample seeds, resumable.
+
+    si-lightning sample --ckpt runs/digits/version_0/checkpoints/last.ckpt --sampler ode-heun-50 \\
+        --seeds 0-49999 --out samples/digits-heun50 [--devices 8 | under torchrun] [--labels 3]
+
+Sample i is drawn from its seed alone (base noise, SDE noise, default label seed mod K), so the
+samples do not depend on the batch size or on the number of processes (``--devices N`` spawns N
+processes; under torchrun the processes torchrun started are used). The seeds are cut into shards
+of ``--shard-size``; rank r writes shards r, r + W, ...; a shard already on disk is skipped, so an
+interrupted run continues where it stopped when started again with the same settings. The output
+layout is described in ``si_lightning.commands.outputs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib.metadata
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from si_lightning.callbacks.generation import batched, rank_indices, sample_with_labels
+from si_lightning.callbacks.tracking import git_state
+from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
+from si_lightning.commands.outputs import (
+    assemble_samples,
+    clear_outputs,
+    holds_samples,
+    is_image_shape,
+    read_record,
+    shard_path,
+    write_pngs,
+    write_record,
+    write_shard,
+)
+from si_lightning.commands.processes import ACCELERATORS, Processes, run_on_processes
+from si_lightning.commands.reporting import report_configuration_errors
+from si_lightning.commands.samplers import SamplerSpec, sampler_spec
+from si_lightning.commands.seeds import choose_seeds
+from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
+
+
+def parser() -> argparse.ArgumentParser:
+    parse = argparse.ArgumentParser(prog="si-lightning sample", description=__doc__.split("\n")[0])
+    parse.add_argument("--ckpt", required=True, help="checkpoint written by si-lightning fit")
+    parse.add_argument("--sampler", default="ode-heun-50", help="preset name (ode-heun-50, dopri5, ...) or YAML")
+    parse.add_argument("--num-samples", type=int, help="samples from seeds 0 .. N-1 (or give --seeds)")
+    parse.add_argument("--seeds", help="seed list: 0-49999, 0,5,9 or 0-9,100-109")
+    parse.add_argument("--labels", help="class labels cycled over the samples (e.g. 3 or 0,1,2); default seed mod K")
+    parse.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale w (class-conditional)")
+    parse.add_argument("--inputs", help="directory of conditioning inputs for a data-dependent coupling")
+    parse.add_argument("--out", required=True, help="output directory")
+    parse.add_argument("--batch-size", type=int, default=64, help="samples per network call on each process")
+    parse.add_argument("--shard-size", type=int, default=1000, help="samples per shard file (the unit of resuming)")
+    parse.add_argument("--devices", type=int, default=1, help="processes to spawn (ignored under torchrun)")
+    parse.add_argument("--accelerator", default="auto", choices=ACCELERATORS)
+    parse.add_argument("--weights", default="ema", choices=WEIGHTS, help="EMA average (state_dict) or raw weights")
+    parse.add_argument("--no-png", action="store_true", help="write samples.npz only")
+    parse.add_argument("--keep-shards", action="store_true", help="keep the float32 shard files after assembling")
+    parse.add_argument("--overwrite", action="store_true", help="replace another run's samples in --out")
+    parse.add_argument("--quiet", action="store_true", help="no progress bar")
+    parse.add_argument("--debug", action="store_true", help="tracebacks with errors")
+    return parse
+
+
+def format_seeds(seeds: list[int]) -> str:
+    """The shortest range form of ``seeds``: [0, 1, 2, 7] -> '0-2,7'."""
+    parts, start = [], 0
+    for index in range(1, len(seeds) + 1):
+        if index == len(seeds) or seeds[index] != seeds[index - 1] + 1:
+            first, last = seeds[start], seeds[index - 1]
+            parts.append(str(first) if first == last else f"{first}-{last}")
+            start = index
+    return ",".join(parts)
+
+
+def parse_labels(text: str | None, num_classes: int, guidance_scale: float | None) -> list[int] | None:
+    """The label list cycled over the samples, or None for the default (seed mod K, or unconditional)."""
+    if guidance_scale is not None and num_classes <= 0:
+        raise ConfigurationError("--guidance-scale", guidance_scale, "unset: the model is not class-conditional")
+    if text is None:
+        return None
+    if num_classes <= 0:
+        raise ConfigurationError("--labels", text, "unset: the model is not class-conditional")
+    try:
+        labels = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise ConfigurationError("--labels", text, f"comma-separated class labels in 0..{num_classes - 1}") from None
+    if not labels or any(not 0 <= label < num_classes for label in labels):
+        raise ConfigurationError("--labels", text, f"comma-separated class labels in 0..{num_classes - 1}")
+    return labels
+
+
+@dataclass(frozen=True)
+class SamplePlan:
+    """Everything a process needs to write its shards (picklable for spawned processes)."""
+
+    checkpoint: str
+    weights: str
+    sampler: SamplerSpec
+    seeds: tuple[int, ...]
+    labels: tuple[int, ...] | None
+    num_classes: int
+    guidance_scale: float | None
+    data_shape: tuple[int, ...]
+    out: str
+    batch_size: int
+    shard_size: int
+    write_png: bool
+    keep_shards: bool
+    overwrite: bool
+    quiet: bool
+    settings: dict[str, Any]
+
+    @property
+    def num_shards(self) -> int:
+        return -(-len(self.seeds) // self.shard_size)
+
+    def shard_seeds(self, shard: int) -> list[int]:
+        return list(self.seeds[shard * self.shard_size : (shard + 1) * self.shard_size])
+
+    def labels_for(self, positions: list[int]) -> torch.Tensor | None:
+        """Labels of the samples at ``positions`` in the seed list: given labels cycled, else seed mod K."""
+        if self.num_classes <= 0:
+            return None
+        if self.labels is None:
+            return torch.tensor([self.seeds[position] % self.num_classes for position in positions])
+        return torch.tensor([self.labels[position % len(self.labels)] for position in positions])
+
+
+def check_output_directory(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
+    """Refuse a directory holding another run's samples unless ``overwrite``; the same settings resume."""
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError("--out", str(out), "a directory (this is a file)")
+    if overwrite or not out.is_dir() or not holds_samples(out):
+        return
+    record = read_record(out)
+    if record is None or record.get("settings") != settings:
+        differing = sorted(
+            key for key in settings if record is None or record.get("settings", {}).get(key) != settings[key]
+        )
+        raise ConfigurationError(
+            "--out",
+            str(out),
+            f"a new directory or one of this run's (it holds another run's samples, differing in "
+            f"{', '.join(differing)}); pass --overwrite to replace them",
+        )
+
+
+def make_plan(options: argparse.Namespace) -> SamplePlan:
+    """Check every argument and the checkpoint before any process starts or any file is written."""
+    if options.inputs is not None:
+        raise ConfigurationError(
+            "--inputs",
+            options.inputs,
+            "unset: sampling from conditioning inputs (data-dependent couplings) is not "
+            "available in this command yet; it samples from N(0, I) base noise",
+        )
+    for key, value in (("--batch-size", options.batch_size), ("--shard-size", options.shard_size)):
+        if value < 1:
+            raise ConfigurationError(key, value, "an integer >= 1")
+    seeds = choose_seeds(options.seeds, options.num_samples)
+    spec = sampler_spec(options.sampler)
+    module = load_model(options.ckpt, options.weights)
+    if module.interpolant.gaussian_base is False:
+        raise ConfigurationError("--ckpt", options.ckpt, "a model with a Gaussian base (its coupling needs --inputs)")
+    num_classes = int(getattr(module.backbone, "num_classes", 0) or 0)
+    labels = parse_labels(options.labels, num_classes, options.guidance_scale)
+    data_shape = tuple(int(size) for size in module.backbone.data_shape)
+    checkpoint_hash = file_sha256(Path(options.ckpt))
+    settings = {
+        "checkpoint_sha256": checkpoint_hash,
+        "weights": options.weights,
+        "sampler": spec.as_dict(),
+        "seeds": format_seeds(seeds),
+        "labels": "seed mod K" if labels is None and num_classes > 0 else labels,
+        "guidance_scale": options.guidance_scale,
+        "shard_size": options.shard_size,
+        "data_shape": list(data_shape),
+    }
+    check_output_directory(Path(options.out), settings, options.overwrite)
+    return SamplePlan(
+        checkpoint=str(options.ckpt),
+        weights=options.weights,
+        sampler=spec,
+        seeds=tuple(seeds),
+        labels=None if labels is None else tuple(labels),
+        num_classes=num_classes,
+        guidance_scale=options.guidance_scale,
+        data_shape=data_shape,
+        out=str(options.out),
+        batch_size=options.batch_size,
+        shard_size=options.shard_size,
+        write_png=is_image_shape(data_shape) and not options.no_png,
+        keep_shards=options.keep_shards,
+        overwrite=options.overwrite,
+        quiet=options.quiet,
+        settings=settings,
+    )
+
+
+def package_version() -> str:
+    try:
+        return importlib.metadata.version("si_lightning")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def write_shards(plan: SamplePlan, processes: Processes) -> None:
+    """This process's shards that are not on disk yet, batch by batch."""
+    out = Path(plan.out)
+    module = load_model(plan.checkpoint, plan.weights).to(processes.device)
+    sampler = plan.sampler.build()
+    fields = module.fields(ema=True, guidance_scale=plan.guidance_scale)
+    pending = [
+        shard
+        for shard in rank_indices(plan.num_shards, processes.rank, processes.world_size)
+        if not shard_path(out, shard).is_file()
+    ]
+    total = sum(len(plan.shard_seeds(shard)) for shard in pending)
+    progress = tqdm(
+        total=total * processes.world_size,
+        unit="sample",
+        desc="sampling",
+        disable=plan.quiet or not processes.is_main,
+        smoothing=0.1,
+    )
+    with torch.no_grad(), progress:
+        for shard in pending:
+            seeds = plan.shard_seeds(shard)
+            positions = list(range(shard * plan.shard_size, shard * plan.shard_size + len(seeds)))
+            chunks, nfe = [], 0.0
+            for batch in batched(positions, plan.batch_size):
+                batch_seeds = [plan.seeds[position] for position in batch]
+                labels = plan.labels_for(batch)
+                result = sample_with_labels(fields, sampler, batch_seeds, plan.data_shape, processes.device, labels)
+                chunks.append(result.x.float().cpu())
+                nfe += result.nfe * len(batch)
+                progress.update(len(batch) * processes.world_size)  # every process runs at about this rate
+            samples = torch.cat(chunks)
+            if plan.write_png:
+                write_pngs(out, seeds, samples)
+            write_shard(out, shard, seeds, samples, plan.labels_for(positions), nfe)
+
+
+def run_sampling(plan: SamplePlan, processes: Processes) -> None:
+    """Rank 0 prepares the directory; every rank writes its shards; rank 0 assembles samples.npz."""
+    out = Path(plan.out)
+    started = time.time()
+    if processes.is_main:
+        if plan.overwrite:
+            clear_outputs(out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_record(out, {"status": "incomplete", "settings": plan.settings})
+    processes.barrier()
+    write_shards(plan, processes)
+    processes.barrier()
+    if not processes.is_main:
+        return
+    totals = assemble_samples(out, plan.num_shards, plan.data_shape)
+    record = {
+        "status": "complete",
+        "settings": plan.settings,
+        "checkpoint": str(Path(plan.checkpoint).resolve()),
+        "num_samples": totals["count"],
+        "nfe_per_sample": totals["nfe_total"] / totals["count"],
+        "processes": processes.world_size,
+        "device": processes.device.type,
+        "seconds_last_session": round(time.time() - started, 3),
+        "package_version": package_version(),
+        "git": git_state(Path(__file__).resolve().parent),
+        "torch_version": torch.__version__,
+    }
+    write_record(out, record)
+    if not plan.keep_shards:
+        for shard in range(plan.num_shards):
+            shard_path(out, shard).unlink(missing_ok=True)
+    print(f"{totals['count']} samples, {record['nfe_per_sample']:.1f} NFE per sample -> {out}")
+
+
+def run(arguments: list[str]) -> int:
+    options = parser().parse_args(arguments)
+    plan = make_plan(options)
+    record = read_record(Path(plan.out))
+    if not plan.overwrite and record is not None and record.get("status") == "complete":
+        print(f"{plan.out} already holds these samples (record.json complete); nothing to do")
+        return EXIT_SUCCESS
+    run_on_processes(functools.partial(run_sampling, plan), options.devices, options.accelerator)
+    return EXIT_SUCCESS
+
+
+def main(arguments: list[str]) -> int:
+    return report_configuration_errors(run, arguments)
