@@ -43,7 +43,7 @@ from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resu
 from si_lightning.checkpoints import SPECIAL_CHECKPOINTS, check_checkpoint
 from si_lightning.commands import COMMANDS
 from si_lightning.config_errors import from_exception, from_parse_error
-from si_lightning.errors import EXIT_SUCCESS, ConfigurationError, run_reporting_errors, split_debug_flag
+from si_lightning.errors import EXIT_SUCCESS, ConfigurationError, one_line, run_reporting_errors, split_debug_flag
 from si_lightning.files import write_atomically
 from si_lightning.module import InterpolantModule
 
@@ -231,7 +231,10 @@ class InterpolantCLI(LightningCLI):
         if datamodule is not None and not getattr(datamodule, "download", False):
             try:
                 datamodule.setup(stage=subcommand)
-            except (ValueError, TypeError, FileNotFoundError, pickle.UnpicklingError) as error:
+            except (FileNotFoundError, pickle.UnpicklingError) as error:  # missing or unreadable files under root
+                root = ConfigurationError("root", str(getattr(datamodule, "root", "")), one_line(str(error)))
+                raise from_exception(root, self.subcommand_config(), "data") from error
+            except (ValueError, TypeError) as error:
                 raise from_exception(error, self.subcommand_config(), "data") from error
         if subcommand == "fit" and isinstance(self.model, InterpolantModule):
             try:

@@ -47,6 +47,7 @@ _WEAK = (
 )
 _BOOKKEEPING_KEYS = {"class_path", "init_args", "dict_kwargs", "__path__"}
 UNKNOWN = object()
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 
 def innermost_message(text: str) -> str:
@@ -80,9 +81,22 @@ def from_parse_error(message: str, arguments: list[str] | tuple[str, ...] = ()) 
         key = words[0].lstrip("-") if words else "arguments"
         value = " ".join(words[1:]) if len(words) > 1 else None
         return ConfigurationError(key, value, "not a setting of this command (see --help)")
+    not_accepted = re.search(r"Subcommand '(?P<command>[^']+)' does not accept option '(?P<key>[^']+)'", text)
+    if not_accepted:
+        command = not_accepted.group("command")
+        key = not_accepted.group("key")
+        value = _value_on_command_line(key, arguments)
+        expected = f"an unknown key: not a setting of `si-lightning {command}` (see --help)"
+        return ConfigurationError(key, None if value is UNKNOWN else value, expected)
+    required = re.search(r"arguments are required:\s*(?P<keys>.+)", text)
+    if required:
+        key = required.group("keys").split(",")[0].strip()
+        key = key.split(".", 1)[1] if key.split(".", 1)[0] in SUBCOMMANDS and "." in key else key
+        return ConfigurationError(key, None, "a required setting is missing")
     found = _PARSER_KEY.search(text)
     if not found:
-        return ConfigurationError("config", _value_in(text), innermost_message(text))
+        value = _value_in(text)
+        return ConfigurationError("config", None if value is UNKNOWN else value, innermost_message(text))
     lines = [(len(raw) - len(raw.lstrip()), raw.strip().lstrip("-").strip()) for raw in text.splitlines()]
     lines = [(indent, line) for indent, line in lines if line]
     start = next(index for index, (_, line) in enumerate(lines) if _PARSER_KEY.match(line))
@@ -115,8 +129,10 @@ def from_parse_error(message: str, arguments: list[str] | tuple[str, ...] = ()) 
             continue
         option = re.search(r"Option '([^']+)' is not accepted", line)
         if option:
+            class_seen = class_seen or "callable class" in line
             key += f".init_args.{option.group(1)}" if class_seen else f".{option.group(1)}"
-            given = re.search(rf"'{re.escape(option.group(1))}': ([^,}}]+)", text)
+            name = re.escape(option.group(1))
+            given = re.search(rf"'{name}': ([^,}}]+)", text) or re.search(rf"\b{name}=([^,)]+)", text)
             value = _unquote(given.group(1)) if given else UNKNOWN
             detail = line
             break
@@ -303,10 +319,16 @@ def locate(message: str, config: Any, base: str | None) -> tuple[str, Any]:
     best, best_score = None, (0, 0, 0)
     for key, value in entries:
         name = re.split(r"[.\[\]]", key.rstrip("]"))[-1]
-        if name in ("class_path", "init_args") or name not in positions:
-            continue
+        mentioned = _mentions(message, value)
+        if name in ("class_path", "init_args") or (name not in positions and mentioned < 2):
+            continue  # named in the message, or its value quoted there ("unknown toy 'spiral'")
         owner = _owning_class(tree, key)
-        score = (1 + _mentions(message, value) + (1 if owner and owner in words else 0), -positions[name], -len(key))
+        named = 1 if name in positions else 0
+        score = (
+            named + mentioned + (1 if owner and owner in words else 0),
+            -positions.get(name, len(words)),
+            -len(key),
+        )
         if score > best_score:
             best, best_score = (key, value), score
     if best is not None:
