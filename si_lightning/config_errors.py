@@ -144,6 +144,9 @@ def from_parse_error(message: str, arguments: list[str] | tuple[str, ...] = ()) 
             detail = detail or line
             continue
         detail = line
+        alternatives = _union_alternatives(lines, position)
+        if len(alternatives) > 1:  # a union of types: say every type that would do
+            detail = "expected one of: " + ", ".join(alternatives)
         break
     detail = detail or innermost_message(text)
     detail, got = _split_value(detail)
@@ -166,6 +169,18 @@ def from_parse_error(message: str, arguments: list[str] | tuple[str, ...] = ()) 
     if value is UNKNOWN:
         value = _value_on_command_line(key, arguments)
     return ConfigurationError(key, None if value is UNKNOWN else value, detail)
+
+
+def _union_alternatives(lines: list[tuple[int, str]], position: int) -> list[str]:
+    """The types of the ``Expected a <type>`` lines beside ``position`` (same indent), NoneType left out."""
+    indent, alternatives = lines[position][0], []
+    for depth, line in lines[position:]:
+        if depth != indent or not line.startswith("Expected a "):
+            break
+        kind = re.sub(r"\.\s*Got value:.*$", "", line[len("Expected a ") :]).strip()
+        if "NoneType" not in kind:
+            alternatives.append(re.sub(r"^<class '([^']+)'>$", r"\1", kind))
+    return alternatives
 
 
 def _given_values(lines: list[tuple[int, str]]) -> list[tuple[int, str]]:
@@ -320,7 +335,8 @@ def locate(message: str, config: Any, base: str | None) -> tuple[str, Any]:
     for key, value in entries:
         name = re.split(r"[.\[\]]", key.rstrip("]"))[-1]
         mentioned = _mentions(message, value)
-        if name in ("class_path", "init_args") or (name not in positions and mentioned < 2):
+        quoted = isinstance(value, str) and repr(value) in message
+        if name in ("class_path", "init_args") or (name not in positions and not quoted):
             continue  # named in the message, or its value quoted there ("unknown toy 'spiral'")
         owner = _owning_class(tree, key)
         named = 1 if name in positions else 0
@@ -343,10 +359,12 @@ def locate(message: str, config: Any, base: str | None) -> tuple[str, Any]:
 
 def _mentions(message: str, value: Any) -> int:
     """2 when ``value`` is quoted or shown with ``=`` in ``message``, 1 when it is there as a word, else 0."""
+    if isinstance(value, list) and value and (str(tuple(value)) in message or str(value) in message):
+        return 2
     if value is None or isinstance(value, (dict, list)) or value == "":
         return 0
     text = str(value)
-    if repr(text) in message or f"={text}" in message or f"= {text}" in message or f"={value!r}" in message:
+    if repr(text) in message or re.search(rf"(?<![<>=!])= ?{re.escape(text)}(?![\w.])", message):
         return 2
     return 1 if re.search(rf"(?<![\w.-]){re.escape(text)}(?![\w-])", message) else 0
 

@@ -62,6 +62,8 @@ class ImageSource(ABC):
     def check(self) -> None:
         """Raise a FileNotFoundError naming the first missing file and how to get it."""
         for path in self.required_files():
+            if not path.exists() and not self.downloadable:
+                raise FileNotFoundError(f"{self.title} not found: {path} does not exist; put the images there")
             if not path.exists():
                 raise FileNotFoundError(
                     f"{self.title} not found: {path} does not exist. Pass download=True "
