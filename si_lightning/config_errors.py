@@ -18,6 +18,9 @@ from si_lightning.errors import ConfigurationError, one_line
 
 _PARSER_KEY = re.compile(r'(?:Parser key|Key) "(?P<key>[^"]+)"[:\s]*(?P<rest>.*)', re.DOTALL)
 _UNRECOGNIZED = re.compile(r"Unrecognized arguments:\s*(?P<rest>.*)", re.DOTALL | re.IGNORECASE)
+_INVALID_CHOICE = re.compile(
+    r"argument (?P<key>\w+): invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)"
+)
 _GOT_VALUE = re.compile(r"\.?\s*Got value:\s*(?P<value>.*)$", re.DOTALL)
 # Lines of jsonargparse's union reports that never say what is wrong.
 _NOISE = (
@@ -81,6 +84,19 @@ def from_parse_error(message: str, arguments: list[str] | tuple[str, ...] = ()) 
         key = words[0].lstrip("-") if words else "arguments"
         value = " ".join(words[1:]) if len(words) > 1 else None
         return ConfigurationError(key, value, "not a setting of this command (see --help)")
+    choice = re.search(
+        r"argument (?P<key>\w+): invalid choice: '(?P<value>[^']*)' \(choose from (?P<choices>.*)\)", text
+    )
+    if choice:
+        choices = choice.group("choices").replace("'", "")
+        return ConfigurationError(choice.group("key"), choice.group("value"), f"expected one of: {choices}")
+    missing_command = re.search(r'expected "(?P<key>\w+)" to be one of \{(?P<choices>[^}]*)\}', text)
+    if missing_command:
+        choices = missing_command.group("choices").replace(",", ", ")
+        return ConfigurationError(missing_command.group("key"), None, f"a command is needed, one of: {choices}")
+    missing_file = re.search(r"File does not exist: '(?P<path>[^']*)'", text)
+    if missing_file and _PARSER_KEY.search(text):
+        return ConfigurationError(_PARSER_KEY.search(text).group("key"), missing_file.group("path"), "no such file")
     not_accepted = re.search(r"Subcommand '(?P<command>[^']+)' does not accept option '(?P<key>[^']+)'", text)
     if not_accepted:
         command = not_accepted.group("command")
@@ -150,7 +166,8 @@ def from_parse_error(message: str, arguments: list[str] | tuple[str, ...] = ()) 
         break
     detail = detail or innermost_message(text)
     detail, got = _split_value(detail)
-    value = got if got is not UNKNOWN else value
+    if value is UNKNOWN and got is not UNKNOWN and not str(got).startswith("Namespace("):
+        value = got
     deeper = [(indent, given) for indent, given in _given_values(lines[start + 1 :]) if indent > key_indent]
     if deeper and deeper[-1][1].startswith("{") and "class_path" in deeper[-1][1] and key.endswith(("]", "s")):
         entry = _dict_entry_holding(deeper[0][1], deeper[-1][1])  # a bad class path in samplers: {name: {...}}
@@ -341,7 +358,7 @@ def locate(message: str, config: Any, base: str | None) -> tuple[str, Any]:
         owner = _owning_class(tree, key)
         named = 1 if name in positions else 0
         score = (
-            named + mentioned + (1 if owner and owner in words else 0),
+            named + 2 * mentioned + (1 if owner and owner in words else 0),  # a quoted value weighs most
             -positions.get(name, len(words)),
             -len(key),
         )
