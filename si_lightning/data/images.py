@@ -7,7 +7,6 @@ data set is a FileNotFoundError naming the path and how to get it. Images are ke
 
 from __future__ import annotations
 
-import pickle
 from abc import ABC, abstractmethod
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from torchvision import transforms
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
 from si_lightning.data.datasets import ImageFileDataset, InMemoryDataset
+from si_lightning.data.image_check import BAD_IMAGE_POLICIES, checked_samples
+from si_lightning.data.safe_pickle import load_numpy_pickle
 from si_lightning.registry import lookup
 
 
@@ -61,6 +62,8 @@ class ImageSource(ABC):
     def check(self) -> None:
         """Raise a FileNotFoundError naming the first missing file and how to get it."""
         for path in self.required_files():
+            if not path.exists() and not self.downloadable:
+                raise FileNotFoundError(f"{self.title} not found: {path} does not exist; put the images there")
             if not path.exists():
                 raise FileNotFoundError(
                     f"{self.title} not found: {path} does not exist. Pass download=True "
@@ -93,8 +96,10 @@ class Cifar10Source(ImageSource):
     def load(self, train: bool, image_size: int) -> InMemoryDataset:
         data, labels = [], []
         for name in self.train_files if train else self.test_files:
-            with open(self.root / self.folder / name, "rb") as file:
-                entry = pickle.load(file, encoding="latin1")
+            path = self.root / self.folder / name
+            entry = load_numpy_pickle(path)  # numpy arrays and plain containers only: nothing in it runs
+            if not isinstance(entry, dict) or "data" not in entry or "labels" not in entry:
+                raise ValueError(f"{path} is not a CIFAR-10 batch (expected a dict with 'data' and 'labels')")
             data.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.extend(entry["labels"])
         images = torch.from_numpy(np.concatenate(data))
@@ -130,6 +135,7 @@ class ImageFolderSource(ImageSource):
     title = "image folder"
     has_test_split = False
     downloadable = False
+    bad_images = "error"  # what to do with a file that cannot be decoded: "error" or "skip" (image_check)
 
     def required_files(self) -> list[Path]:
         return [self.root]
@@ -140,7 +146,7 @@ class ImageFolderSource(ImageSource):
         transform = transforms.Compose(
             [transforms.Resize(image_size), transforms.CenterCrop(image_size), transforms.PILToTensor()]
         )
-        return ImageFileDataset(folder.samples, transform)
+        return ImageFileDataset(checked_samples(self.root, folder.samples, self.bad_images), transform)
 
 
 IMAGE_DATASETS: dict[str, type[ImageSource]] = {
@@ -164,6 +170,9 @@ class ImageDataModule(CoupledDataModule):
         horizontal_flip: mirror training images with p = 1/2; the data set's default when None
             (on for CIFAR-10 and folders, off for MNIST).
         val_fraction: share of the training images held out for validation, in (0, 1).
+        bad_images: for an image folder, what a file that cannot be decoded does at setup: "error"
+            (stop, naming the file) or "skip" (leave it out with a warning). Each file is checked
+            once; the result is cached by the files' names, sizes and times.
         batch_size, num_workers, seed, coupling: see CoupledDataModule.
     """
 
@@ -179,9 +188,13 @@ class ImageDataModule(CoupledDataModule):
         num_workers: int = 4,
         seed: int = 0,
         coupling: Coupling | None = None,
+        bad_images: str = "error",
     ) -> None:
         super().__init__(batch_size, num_workers, seed, coupling)
         self.source = lookup(IMAGE_DATASETS, dataset, "image dataset")(Path(root).expanduser())
+        if bad_images not in BAD_IMAGE_POLICIES:
+            raise ValueError(f"bad_images must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {bad_images!r}")
+        self.source.bad_images = bad_images
         if download and not self.source.downloadable:
             raise ValueError(f"{dataset} cannot be downloaded; point root at the images (got download={download!r})")
         if image_size is None:

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from si_lightning.cli import build_cli as main
+from si_lightning.errors import ConfigurationError
 from si_lightning.module import InterpolantModule
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -70,17 +71,16 @@ def test_experiment_parses_and_instantiates(path, tmp_path, monkeypatch, capsys)
     assert torch.isfinite(next(cli.model.parameters())).all()
 
 
-def test_unknown_key_is_an_error(tmp_path, monkeypatch, capsys):
+def test_unknown_key_is_an_error(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(SystemExit) as exit_info:
+    with pytest.raises(ConfigurationError) as raised:
         main(arguments_for(BASE["trainer"]) + ["--model.predictionn", "velocity"], run=False)
-    assert exit_info.value.code != 0
-    assert "predictionn" in capsys.readouterr().err
+    assert (raised.value.key, raised.value.value) == ("model.predictionn", "velocity")
 
 
 def test_negative_learning_rate_stops_at_parse(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(ValueError, match=r"model\.optimizer\.init_args\.lr = -0\.001: a learning rate must be"):
+    with pytest.raises(ConfigurationError, match=r"model\.optimizer\.init_args\.lr = -0\.001: a learning rate must be"):
         main(arguments_for(BASE["trainer"]) + ["--model.optimizer.init_args.lr", "-0.001"], run=False)
 
 
@@ -88,5 +88,18 @@ def test_backbone_that_cannot_take_the_data_stops_at_instantiation(tmp_path, mon
     """DiT with patch 3 on 8 x 8 digits: the linked data shape reaches the backbone and is refused by name."""
     monkeypatch.chdir(tmp_path)
     arguments = arguments_for(CONFIGS / "backbone" / "dit-s2.yaml") + ["--model.backbone.init_args.patch_size", "3"]
-    with pytest.raises(ValueError, match=r"patch_size=3 must divide the image size, got height 8"):
+    with pytest.raises(ConfigurationError, match=r"patch_size=3 must divide the image size, got height 8") as raised:
         main(arguments, run=False)
+    assert (raised.value.key, raised.value.value) == ("model.backbone.init_args.patch_size", 3)
+
+
+def test_a_config_without_an_interpolant_gets_the_linear_one(tmp_path, monkeypatch):
+    """The documented default: linear with gamma = 0 (no TypeError from the hyper-parameter saving)."""
+    monkeypatch.chdir(tmp_path)
+    parts = [BASE["trainer"], BASE["data"], BASE["backbone"]]
+    arguments = [argument for part in parts for argument in ("-c", str(part))]
+    cli = main(arguments + ["--trainer.logger", "false"], run=False)
+    t = torch.tensor([0.0, 0.25, 1.0])
+    coefficients = cli.model.interpolant.coefficients(t)
+    assert torch.equal(coefficients.alpha, 1 - t) and torch.equal(coefficients.beta, t)
+    assert torch.equal(coefficients.gamma, torch.zeros(3))
