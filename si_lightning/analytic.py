@@ -1,4 +1,4 @@
-"""Closed-form Gaussian-mixture oracle (MATH.md section 7).
+"""Closed-form Gaussian-mixture oracle (docs/math.md section 7).
 
 x0 ~ N(m0, s0^2 I), x1 ~ sum_j p_j N(mu_j, S_j), z ~ N(0, I), independent. Per component
 x_t ~ N(m_j, C_j) with m_j = alpha m0 + beta mu_j and C_j = alpha^2 s0^2 I + beta^2 S_j + gamma^2 I.

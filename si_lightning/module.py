@@ -1,6 +1,6 @@
 """InterpolantModule: an interpolant, a backbone and a prediction, trained with Lightning.
 
-The module owns the loss of MATH.md section 2 and hands the trained fields to the samplers
+The module owns the loss of docs/math.md section 2 and hands the trained fields to the samplers
 (``fields()``); sampling, FID and likelihood live in callbacks, so this file changes only when
 training changes.
 """

@@ -1,4 +1,4 @@
-"""Shared fixtures: every interpolant of MATH.md section 1 and a 2-D Gaussian mixture oracle."""
+"""Shared fixtures: every interpolant of docs/math.md section 1 and a 2-D Gaussian mixture oracle."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Conversions between predictions (MATH.md section 3) against the oracle, in float64."""
+"""Conversions between predictions (docs/math.md section 3) against the oracle, in float64."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The oracle minimises every loss of MATH.md section 2 (Monte Carlo, paired differences)."""
+"""The oracle minimises every loss of docs/math.md section 2 (Monte Carlo, paired differences)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Self-consistency of the Gaussian-mixture oracle in float64 (MATH.md section 7)."""
+"""Self-consistency of the Gaussian-mixture oracle in float64 (docs/math.md section 7)."""
 
 from __future__ import annotations
 

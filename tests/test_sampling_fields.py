@@ -22,7 +22,7 @@ from tests.conftest import mixture_2d
 
 
 def oracle_outputs(oracle):
-    """What a perfectly trained network outputs for each prediction (MATH.md section 2)."""
+    """What a perfectly trained network outputs for each prediction (docs/math.md section 2)."""
     return {
         "velocity": lambda t, x: oracle.velocity(t, x),
         "velocity+denoiser": lambda t, x: stack_fields(oracle.interpolant_derivative(t, x), oracle.denoiser(t, x)),

@@ -1,4 +1,4 @@
-"""Log-likelihood estimators against the oracle's log rho_1 (MATH.md section 5), and bits/dim."""
+"""Log-likelihood estimators against the oracle's log rho_1 (docs/math.md section 5), and bits/dim."""
 
 from __future__ import annotations
 

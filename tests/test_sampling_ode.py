@@ -37,7 +37,7 @@ def gaussian_target(interpolant: Interpolant) -> GaussianMixture:
 
 
 def gaussian_flow_map(oracle: GaussianMixture, x: torch.Tensor, start: float, end: float) -> torch.Tensor:
-    """MATH.md section 7 with one component: X_end = m(end) + C(end)^{1/2} C(start)^{-1/2} (x - m(start)).
+    """docs/math.md section 7 with one component: X_end = m(end) + C(end)^{1/2} C(start)^{-1/2} (x - m(start)).
 
     C(t) = alpha^2 I + beta^2 S + gamma^2 I shares the eigenvectors U of S, so the matrix square roots
     are diagonal in that basis: the ODE moves each eigen-coordinate of x - m(t) by sqrt(c(t)).

@@ -1,4 +1,4 @@
-"""Endpoint conditions and closed-form derivatives of every schedule and gamma (MATH.md section 1)."""
+"""Endpoint conditions and closed-form derivatives of every schedule and gamma (docs/math.md section 1)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def test_vp_trig_preserves_variance():
 
 
 def test_linear_is_not_the_printed_typo():
-    # [U] eq 4.9 prints alpha = t; MATH.md section 0: alpha = 1 - t multiplies the base.
+    # [U] eq 4.9 prints alpha = t; docs/math.md section 0: alpha = 1 - t multiplies the base.
     c = Interpolant("linear").coefficients(torch.tensor([0.25]))
     assert float(c.alpha) == pytest.approx(0.75) and float(c.beta) == pytest.approx(0.25)
 

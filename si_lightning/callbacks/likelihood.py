@@ -1,4 +1,4 @@
-"""LikelihoodCallback: the model's log-likelihood of a fixed validation subset (MATH.md section 5).
+"""LikelihoodCallback: the model's log-likelihood of a fixed validation subset (docs/math.md section 5).
 
 The subset is ``datamodule.real_samples(M, generator(seed), split)``, the same on every rank;
 rank r evaluates the points r, r + W, ... with the probability-flow ODE (``log_likelihood``),

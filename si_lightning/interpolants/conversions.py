@@ -1,4 +1,4 @@
-"""Conversions between predictions (MATH.md section 3), with the score as the hub.
+"""Conversions between predictions (docs/math.md section 3), with the score as the hub.
 
 With a Gaussian part of total variance alpha_bar^2 (alpha^2 + gamma^2 for an independent
 Gaussian base, gamma^2 for the mirror interpolant) and the one-sided form
@@ -9,7 +9,7 @@ x_t = alpha_bar z' + beta x1:
     b     = (beta' x + (alpha_bar^2 beta' - alpha_bar alpha_bar' beta) s) / beta
     s     = (beta b - beta' x) / (alpha_bar^2 beta' - alpha_bar alpha_bar' beta)
 
-These are the formulas of MATH.md multiplied through by beta (or beta'), so that none divides by
+These are the formulas of docs/math.md multiplied through by beta (or beta'), so that none divides by
 beta' (zero for the mirror interpolant). Every function takes x of shape (batch, ...) and t of
 shape (batch,) and returns a tensor shaped like x.
 """

@@ -1,4 +1,4 @@
-"""Latent-noise coefficients gamma(t) of MATH.md section 1 ([U] Table 8), each with gamma'(t).
+"""Latent-noise coefficients gamma(t) of docs/math.md section 1 ([U] Table 8), each with gamma'(t).
 
 Each family has a scale ``a``; ``singular_at_ends`` says whether gamma' blows up at t = 0 and
 t = 1 (the Brownian family is not C^1 there), which shrinks the interpolant's valid interval.

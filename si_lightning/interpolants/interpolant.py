@@ -1,4 +1,4 @@
-"""The stochastic interpolant x_t = alpha x0 + beta x1 + gamma z (MATH.md sections 0-2)."""
+"""The stochastic interpolant x_t = alpha x0 + beta x1 + gamma z (docs/math.md sections 0-2)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ class Interpolant:
             schedule's default.
         gamma_scale: the scale ``a`` of the gamma family.
         gaussian_base: x0 ~ N(0, I) independent of x1. Only then do the score and the velocity
-            determine each other (MATH.md section 3); a data-dependent coupling sets it False.
+            determine each other (docs/math.md section 3); a data-dependent coupling sets it False.
         endpoint_eps: how far inside [0, 1] the valid interval starts or ends where a
             coefficient derivative (or, for ``valid_interval(need_score=True)``, the score) is singular.
     """
@@ -112,7 +112,7 @@ class Interpolant:
 
     @property
     def conversions_defined(self) -> bool:
-        """Whether b, s, eta_z and eta_1 determine each other (MATH.md section 3)."""
+        """Whether b, s, eta_z and eta_1 determine each other (docs/math.md section 3)."""
         return self.score_defined and (self.gaussian_base or self.schedule.base_absent)
 
     def valid_interval(self, need_score: bool = False) -> tuple[float, float]:

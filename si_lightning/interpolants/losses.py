@@ -1,4 +1,4 @@
-"""Per-sample regression losses of MATH.md section 2, with the antithetic estimator of [U] 6.1."""
+"""Per-sample regression losses of docs/math.md section 2, with the antithetic estimator of [U] 6.1."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""What a network predicts, its square loss (MATH.md section 2), and how it becomes b and s.
+"""What a network predicts, its square loss (docs/math.md section 2), and how it becomes b and s.
 
 A ``Prediction`` turns a network output into the velocity b(t, x) and the score s(t, x) through
-the conversions of MATH.md section 3, so a model that predicts the denoiser still samples with
+the conversions of docs/math.md section 3, so a model that predicts the denoiser still samples with
 an ODE. ``velocity+denoiser`` outputs two fields (v, eta_z) stacked along dimension 1.
 """
 

@@ -1,6 +1,6 @@
-"""The (alpha, beta) schedules of MATH.md section 1, each with closed-form derivatives.
+"""The (alpha, beta) schedules of docs/math.md section 1, each with closed-form derivatives.
 
-Convention (MATH.md section 0): x_t = alpha x0 + beta x1 + gamma z, t = 0 base, t = 1 data,
+Convention (docs/math.md section 0): x_t = alpha x0 + beta x1 + gamma z, t = 0 base, t = 1 data,
 alpha(0) = beta(1) = 1, alpha(1) = beta(0) = 0. A schedule may depend on gamma (vp-trig) and
 declares which gamma families it accepts, whether x0 must be a standard Gaussian (one-sided),
 and where its own derivatives are singular.

@@ -1,7 +1,7 @@
 """Training-time densities for t, always inside the interpolant's valid interval.
 
 Each sampler also gives ``uniform_weight(t)`` = (uniform density) / (its density), so a loss
-meant to be the uniform-in-t objective of MATH.md section 2 stays unbiased when multiplied by it.
+meant to be the uniform-in-t objective of docs/math.md section 2 stays unbiased when multiplied by it.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What every backbone shares: the constructor arguments linked from the datamodule and input checks.
 
-A backbone maps (x_t, t, cond) to the prediction the module trains (MATH.md section 2):
+A backbone maps (x_t, t, cond) to the prediction the module trains (docs/math.md section 2):
 x (batch, *data_shape), t (batch,) in [0, 1], cond a Condition or None -> (batch, out_channels, ...).
 Bad input stops where it enters, with a ValueError that names the value and the expectation.
 """

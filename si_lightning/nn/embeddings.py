@@ -2,7 +2,7 @@
 
 A raw time t (batch,) becomes a feature vector (batch, frequency_dim) by fixed sinusoids or random
 Fourier features, then a small MLP maps it to the backbone's embedding width. Labels index a table of
-``num_classes + 1`` rows; the last row is the null class of classifier-free guidance (MATH.md section 6).
+``num_classes + 1`` rows; the last row is the null class of classifier-free guidance (docs/math.md section 6).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""ODE and SDE samplers, encoding and likelihood (MATH.md sections 4-5): plain PyTorch, no Lightning.
+"""ODE and SDE samplers, encoding and likelihood (docs/math.md sections 4-5): plain PyTorch, no Lightning.
 
 Every sampler drives a ``Fields`` object (velocity and, where needed, score), so a trained network
 (``NetworkFields``, any prediction through the conversions) and the Gaussian-mixture oracle

@@ -1,4 +1,4 @@
-"""Diffusion coefficients eps(t) >= 0 of the generative SDEs (MATH.md section 4), each times a scale c.
+"""Diffusion coefficients eps(t) >= 0 of the generative SDEs (docs/math.md section 4), each times a scale c.
 
 eps is chosen after training; every family depends on t only (through the interpolant for sbdm
 and sigma), so a sampler evaluates it once on its whole time grid and checks it there. With
@@ -66,7 +66,7 @@ class Constant(Diffusion):
 
 
 class ScoreBasedDiffusion(Diffusion):
-    """alpha_bar^2 beta'/beta - alpha_bar alpha_bar' (MATH.md section 3's coefficient of s in b)."""
+    """alpha_bar^2 beta'/beta - alpha_bar alpha_bar' (docs/math.md section 3's coefficient of s in b)."""
 
     needs_interpolant = True
 

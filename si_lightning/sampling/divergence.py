@@ -1,7 +1,7 @@
 """div f(x) for a field evaluated with autograd: exact (D backward passes) or Hutchinson (K probes).
 
 Hutchinson: div f = E[probe^T (df/dx) probe] for probes with E[probe probe^T] = I (Gaussian or
-Rademacher). The probes are drawn once per solve and passed in (PITFALLS.md): a fresh probe at
+Rademacher). The probes are drawn once per solve and passed in: a fresh probe at
 every right-hand-side call would make an adaptive solver integrate a random function.
 """
 

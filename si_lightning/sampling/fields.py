@@ -1,9 +1,9 @@
 """What every sampler drives: the velocity b(t, x) and, where needed, the score s(t, x).
 
-``Fields`` is the protocol (MATH.md sections 2-4): ``velocity(t, x, cond=None)`` and
+``Fields`` is the protocol (docs/math.md sections 2-4): ``velocity(t, x, cond=None)`` and
 ``score(t, x, cond=None)`` with t of shape (batch,) and x of shape (batch, ...), returning tensors
 shaped like x. A sampler never knows whether it drives a trained network (``NetworkFields``, which
-converts any prediction into b and s through MATH.md section 3) or a closed form (``OracleFields``
+converts any prediction into b and s through docs/math.md section 3) or a closed form (``OracleFields``
 around the Gaussian-mixture oracle).
 
 NFE counts network evaluations: ``velocity_and_score`` is one evaluation (one network output gives

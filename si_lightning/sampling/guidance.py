@@ -1,9 +1,9 @@
-"""Classifier-free guidance (MATH.md section 6): b_guided = b_uncond + w (b_cond - b_uncond).
+"""Classifier-free guidance (docs/math.md section 6): b_guided = b_uncond + w (b_cond - b_uncond).
 
 The unconditional branch is the same network with every label replaced by the null label
 (``num_classes``, see si_lightning/condition.py). Both branches run as one call on a doubled batch,
 so each evaluation costs two network evaluations per sample and the NFE says so. The score is
-combined with the same weights, which keeps b and s related by the (linear) conversions of MATH.md
+combined with the same weights, which keeps b and s related by the (linear) conversions of docs/math.md
 section 3.
 """
 

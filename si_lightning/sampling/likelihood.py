@@ -1,4 +1,4 @@
-"""Log-likelihood of data under the generative model (MATH.md section 5), in nats per sample.
+"""Log-likelihood of data under the generative model (docs/math.md section 5), in nats per sample.
 
 ODE ([U] Lemma 2.5): log rho_1(x) = log rho_0(X_0) - int_0^1 div b(t, X_t) dt, with X solved backwards
 from X_1 = x; the divergence exact or by Hutchinson (probes drawn once per solve, K averaged, with the
@@ -43,7 +43,7 @@ from si_lightning.sampling.solvers import FiniteMonitor, State
 BaseLogProb = Callable[[Tensor], Tensor]  # x0 (batch, ...) -> log rho_0(x0) (batch,)
 
 # 8-bit data k in {0..255} mapped to x = 2 (k + u) / 256 - 1: the Jacobian (256 / 2)^D of the map from
-# x to k + u adds log2(128) = 7 bits per dimension (MATH.md section 5).
+# x to k + u adds log2(128) = 7 bits per dimension (docs/math.md section 5).
 DEQUANTISATION_BITS = math.log2(128)
 
 

@@ -1,4 +1,4 @@
-"""Probability-flow ODE dX/dt = b(t, X) (MATH.md section 4): sampling (base -> data) and encoding.
+"""Probability-flow ODE dX/dt = b(t, X) (docs/math.md section 4): sampling (base -> data) and encoding.
 
 ``sample`` integrates from t_start to t_end (base to data), ``encode`` from t_end back to t_start
 (data to base); by default the interval is the fields' valid interval. decode(encode(x)) = x up to

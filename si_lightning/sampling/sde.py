@@ -1,4 +1,4 @@
-"""Generative SDEs (MATH.md section 4) with a chosen diffusion coefficient eps(t).
+"""Generative SDEs (docs/math.md section 4) with a chosen diffusion coefficient eps(t).
 
     forward  (base -> data):  dX = (b + eps s) dt + sqrt(2 eps) dW,     t from t_start up to t_end
     backward (data -> base):  dY = (b - eps s) dt + sqrt(2 eps) dW^B,   t from t_end down to t_start

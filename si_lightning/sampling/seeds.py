@@ -1,4 +1,4 @@
-"""Per-sample randomness: each sample draws from its own generator (DESIGN.md conventions).
+"""Per-sample randomness: each sample draws from its own generator (the project's convention for randomness).
 
 The noise of sample i then depends only on its seed, never on which batch or device it landed in,
 so the samples for seeds 0..N-1 are the same at any batch size and on any number of GPUs. One seed

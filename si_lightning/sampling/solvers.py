@@ -1,4 +1,4 @@
-"""ODE integrators for dX/dt = f(t, X) on a state that is a tuple of tensors (MATH.md section 4).
+"""ODE integrators for dX/dt = f(t, X) on a state that is a tuple of tensors (docs/math.md section 4).
 
 Fixed-step Euler, Heun, RK4 and the exponential integrator dpm++2m (which also reads the interpolant)
 run on a time grid with no host synchronisation per step: a NaN or inf is recorded on the device as
@@ -67,7 +67,7 @@ class Euler(FixedStepMethod):
 class Heun(FixedStepMethod):
     """Trapezoidal predictor-corrector, second order; the last step is Euler (as in EDM).
 
-    NFE = 2 steps - 1 (MATH.md section 4): the final correction would evaluate the field at the data
+    NFE = 2 steps - 1 (docs/math.md section 4): the final correction would evaluate the field at the data
     end, where it is stiffest, and would change the result by O(h^2) only.
     """
 
