@@ -1,9 +1,10 @@
-"""Lightning callbacks: EMA weights, sampling grids, FID/KID and likelihood."""
+"""Lightning callbacks: EMA weights, sampling grids, FID/KID, likelihood and restoration metrics."""
 
 from si_lightning.callbacks.ema import EMA
 from si_lightning.callbacks.fid import FIDCallback
 from si_lightning.callbacks.generation import default_samplers
 from si_lightning.callbacks.likelihood import LIKELIHOOD_UNITS, LikelihoodCallback
+from si_lightning.callbacks.restoration import RestorationCallback
 from si_lightning.callbacks.sampling import SamplingCallback
 from si_lightning.callbacks.schedule import PeriodicEvaluation
 from si_lightning.callbacks.tracking import RunTracking
@@ -14,6 +15,7 @@ __all__ = [
     "FIDCallback",
     "LikelihoodCallback",
     "PeriodicEvaluation",
+    "RestorationCallback",
     "RunTracking",
     "SamplingCallback",
     "default_samplers",
