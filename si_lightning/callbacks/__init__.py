@@ -1,5 +1,6 @@
 """Lightning callbacks: EMA weights, sampling grids, FID/KID, likelihood and restoration metrics."""
 
+from si_lightning.callbacks.classes import ClassAccuracyCallback
 from si_lightning.callbacks.ema import EMA
 from si_lightning.callbacks.fid import FIDCallback
 from si_lightning.callbacks.generation import default_samplers
@@ -10,6 +11,7 @@ from si_lightning.callbacks.schedule import PeriodicEvaluation
 from si_lightning.callbacks.tracking import RunTracking
 
 __all__ = [
+    "ClassAccuracyCallback",
     "EMA",
     "LIKELIHOOD_UNITS",
     "FIDCallback",
