@@ -280,7 +280,8 @@ def check_guidance_scales(
             raise ValueError(f"guidance_scales = {scales!r}: expected numbers")
         check_guidance(scale, num_classes_of(trainer))
         coupling = getattr(getattr(trainer, "datamodule", None), "coupling", None)
-        if scale is not None and isinstance(coupling, ClassLabels) and not coupling.supports_guidance:
+        # w = 1 is the conditional field alone (no null branch), so it needs no label drop.
+        if scale not in (None, 1.0) and isinstance(coupling, ClassLabels) and not coupling.supports_guidance:
             raise ValueError(
                 f"guidance_scale = {scale!r} needs a model trained with label drop; the data's ClassLabels has "
                 "drop_probability = 0.0 (set it > 0, e.g. 0.1, or guidance_scale to null)"
