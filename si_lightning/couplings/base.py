@@ -8,6 +8,7 @@ degradation (k restorations of one masked image).
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from typing import NamedTuple
 
@@ -52,6 +53,14 @@ def noise(x1: Tensor, generator: torch.Generator | None) -> Tensor:
     return torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
 
 
+def gaussian_log_prob(residual: Tensor, sigma: float, inside: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """log N(residual; 0, sigma^2 I) over the entries where ``inside`` (all if None): (batch,), and their count."""
+    inside = torch.ones_like(residual) if inside is None else inside.expand_as(residual).to(residual.dtype)
+    dims = inside.flatten(1).sum(1)
+    squared = (inside * residual / sigma).pow(2).flatten(1).sum(1)
+    return -0.5 * squared - dims * (math.log(sigma) + 0.5 * math.log(2 * math.pi)), dims
+
+
 def image_shape(data_shape: tuple[int, ...], kind: str) -> tuple[int, int, int]:
     if len(data_shape) != 3:
         raise ValueError(f"{kind} needs image data of shape (channels, height, width), got data shape {data_shape}")
@@ -94,6 +103,13 @@ class Coupling(ABC):
     def evaluation_coupling(self) -> Coupling:
         """The coupling that makes sampler inputs from held-out data (no label drop, no re-pairing)."""
         return self
+
+    def base_log_prob(self, x0: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
+        """(log rho_0(x0 | cond) (batch,) in nats, the dimensions D (batch,) it is a density over).
+
+        The base density of a likelihood; only couplings whose base given the condition is Gaussian have one.
+        """
+        raise ValueError(f"{self!r} has no base density log rho_0(x0 | cond) for a likelihood")
 
     def degraded(self, batch: Batch) -> Tensor:
         """What a restoration starts from, as a picture (batch, C, ...): the base point x0 by default."""

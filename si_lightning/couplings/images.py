@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from si_lightning.condition import Condition
-from si_lightning.couplings.base import Batch, Coupling, image_shape, noise
+from si_lightning.couplings.base import Batch, Coupling, gaussian_log_prob, image_shape, noise
 from si_lightning.couplings.masks import MaskGenerator, TileMask
 
 UPSAMPLING_MODES = ("nearest", "bilinear")
@@ -68,6 +68,12 @@ class SuperResolution(Coupling):
         mean = self.low_resolution(x1)
         x0 = mean + self.sigma * noise(x1, noise_generator or generator)
         return Batch(x0, x1, Condition(channels=mean))
+
+    def base_log_prob(self, x0: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
+        """log N(x0; U(D(x1)), sigma^2 I) over all C H W dimensions (U(D(x1)) = cond.channels)."""
+        if self.sigma == 0:
+            raise ValueError("super-resolution sigma = 0.0: a likelihood needs base noise, expected sigma > 0")
+        return gaussian_log_prob(x0 - cond.channels, self.sigma)
 
     def degraded(self, batch: Batch) -> Tensor:
         """The low-resolution input U(D(x1)) (the centre of the base, without its noise)."""
@@ -132,6 +138,10 @@ class Inpainting(Coupling):
         kept = mask * x1
         x0 = kept + (1 - mask) * (self.sigma * noise(x1, noise_generator or generator))
         return Batch(x0, x1, Condition(channels=torch.cat([mask, kept], dim=1), keep=mask))
+
+    def base_log_prob(self, x0: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
+        """log N(x0; 0, sigma^2 I) over the hidden dimensions only (kept ones are copies of x1, never moved)."""
+        return gaussian_log_prob(x0, self.sigma, 1 - cond.keep)
 
     def degraded(self, batch: Batch) -> Tensor:
         """The known pixels, hidden ones shown black (-1)."""

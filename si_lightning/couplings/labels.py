@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from si_lightning.condition import Condition
 from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
 
 
@@ -52,6 +53,9 @@ class ClassLabels(Coupling):
 
     def degraded(self, batch: Batch) -> Tensor:
         return self.inner.degraded(batch)
+
+    def base_log_prob(self, x0: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
+        return self.inner.base_log_prob(x0, cond)
 
     def drop(self, labels: Tensor, generator: torch.Generator | None) -> Tensor:
         """labels (batch,) with each entry replaced by the null label num_classes with probability p."""

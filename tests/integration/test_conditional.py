@@ -135,3 +135,39 @@ def test_bad_conditional_setups_are_one_line_at_setup(tmp_path):
         DigitsDataModule(coupling=SuperResolution(factor=3))
     with pytest.raises(ValueError, match=r"hide_probability must be in \[0, 1\], got 1.5"):
         Inpainting(hide_probability=1.5)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("coupling", [SuperResolution(factor=2, sigma=0.2), Inpainting(tiles=16, hide_probability=0.5)])
+def test_conditional_likelihood_equals_a_direct_computation(tmp_path, coupling):
+    """bits/dim of log p(x1 | cond) with the coupling's base density; in-painting counts hidden dimensions only."""
+    from si_lightning.callbacks import LikelihoodCallback
+    from si_lightning.callbacks.likelihood import dequantize
+    from si_lightning.sampling import log_likelihood
+
+    model = conditional_model(cond_channels=coupling.cond_channels(1))
+    data = DigitsDataModule(batch_size=16, coupling=coupling)
+    callback = LikelihoodCallback(num_samples=6, method="rk4", steps=3, batch_size=4)
+    trainer = fit(model, data, [callback], tmp_path, max_steps=1)
+    held = callback.data
+    truth = data.real_samples(6, torch.Generator().manual_seed(0), split="val")  # the callback's 6 points
+    torch.testing.assert_close(held.x1, dequantize(truth, torch.Generator().manual_seed(0)))
+    inputs = held.inputs(list(range(6)), torch.device("cpu"))
+    with torch.no_grad():
+        direct = log_likelihood(
+            model.fields(),
+            inputs.x1,
+            lambda x0: coupling.base_log_prob(x0, inputs.cond)[0],
+            divergence="hutchinson",
+            method="rk4",
+            steps=3,
+            cond=inputs.cond,
+            seeds=list(range(6)),
+        )
+    dims = coupling.base_log_prob(inputs.x0, inputs.cond)[1]
+    if isinstance(coupling, Inpainting):
+        assert torch.equal(dims, (1 - inputs.cond.keep).flatten(1).sum(1))
+    expected = (-direct.log_prob.double() / (dims.double() * np.log(2)) + 7).mean()
+    value = trainer.callback_metrics["bits-per-dim-val/ode-rk4-3/n6"]
+    assert float(value) == pytest.approx(float(expected), rel=1e-5)
