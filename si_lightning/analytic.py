@@ -192,3 +192,69 @@ class GaussianMixture:
         mixed_score = (weights.unsqueeze(-1) * scores).sum(1, keepdim=True)
         trace = 0.5 * (parts.variance_rate / parts.variance).sum(-1)
         return (weights * (trace + ((scores - mixed_score) * velocities).sum(-1))).sum(1)
+
+
+class ConditionalGaussian:
+    """Exact conditional velocity of a data-dependent coupling around a Gaussian (MATH.md section 6).
+
+    Data x1 ~ N(mu, S); the coupling observes xi = x1 + sigma zeta (a degraded x1, the centre of the
+    base, as U(D(x1)) is for super-resolution) and draws the base x0 = xi + s0 zeta', zeta, zeta' ~ N(0, I).
+    Linear interpolant, gamma = 0: x_t = (1 - t) x0 + t x1.
+
+    Given xi, x1 and x0 are independent Gaussians:
+        x1 | xi ~ N(m, P),  P = (S^-1 + sigma^-2 I)^-1,  m = P (S^-1 mu + sigma^-2 xi),
+        x0 | xi ~ N(xi, s0^2 I),
+    so x_t | xi ~ N(m_t, C_t) with m_t = (1 - t) xi + t m and C_t = (1 - t)^2 s0^2 I + t^2 P, and the
+    conditional velocity b(t, x | xi) = E[x1 - x0 | x_t = x, xi] is affine in x:
+        b = (m - xi) + (1/2) C_t' C_t^-1 (x - m_t),   C_t' = -2 (1 - t) s0^2 I + 2 t P.
+    The probability-flow ODE from x0 ~ N(xi, s0^2 I) ends in N(m, P), the law of x1 given xi. With
+    s0 = 0 (x0 = x1 + sigma zeta exactly) the flow from the single point x0 is degenerate
+    (b = (x - x0) / t, C_0 = 0): a distribution of samples needs base noise s0 > 0.
+
+    Args:
+        mean: mu (d,).
+        covariance: S (d, d), symmetric positive definite.
+        sigma: the observation noise sigma > 0.
+        base_std: s0 > 0, the base's noise around xi.
+    """
+
+    def __init__(self, mean: Tensor, covariance: Tensor, sigma: float, base_std: float) -> None:
+        mean = torch.as_tensor(mean)
+        dtype = mean.dtype if mean.is_floating_point() else torch.get_default_dtype()
+        self.mean, self.covariance = mean.to(dtype), torch.as_tensor(covariance, dtype=dtype)
+        dim = self.mean.shape[0]
+        if self.covariance.shape != (dim, dim):
+            raise ValueError(f"covariance must have shape ({dim}, {dim}), got {tuple(self.covariance.shape)}")
+        if not sigma > 0 or not base_std > 0:
+            raise ValueError(f"sigma and base_std must be > 0, got sigma={sigma!r}, base_std={base_std!r}")
+        self.sigma, self.base_std, self.dim = float(sigma), float(base_std), dim
+        precision = torch.linalg.inv(self.covariance) + torch.eye(dim, dtype=dtype) / self.sigma**2
+        self.posterior_covariance = torch.linalg.inv(precision)
+        self.posterior_covariance = 0.5 * (self.posterior_covariance + self.posterior_covariance.T)
+        self.eigenvalues, self.eigenvectors = torch.linalg.eigh(self.posterior_covariance)
+
+    def posterior_mean(self, observation: Tensor) -> Tensor:
+        """m = P (S^-1 mu + sigma^-2 xi): (batch, d) -> (batch, d)."""
+        prior = torch.linalg.solve(self.covariance, self.mean)
+        return (prior + observation / self.sigma**2) @ self.posterior_covariance.T
+
+    def observe(self, x1: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """xi = x1 + sigma zeta: (batch, d)."""
+        return x1 + self.sigma * torch.randn(x1.shape, generator=generator, dtype=x1.dtype)
+
+    def sample_base(self, observation: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x0 = xi + s0 zeta': (batch, d)."""
+        return observation + self.base_std * torch.randn(
+            observation.shape, generator=generator, dtype=observation.dtype
+        )
+
+    def velocity(self, t: Tensor | float, x: Tensor, observation: Tensor) -> Tensor:
+        """b(t, x | xi) = (m - xi) + (1/2) C_t' C_t^-1 (x - m_t): x, xi (batch, d) -> (batch, d)."""
+        t = as_batch_time(torch.as_tensor(t), x.shape[0], x)[:, None]
+        posterior = self.posterior_mean(observation)
+        centre = (1 - t) * observation + t * posterior
+        lam, s0_sq = self.eigenvalues, self.base_std**2
+        variance = (1 - t) ** 2 * s0_sq + t**2 * lam  # (batch, d) in the eigenbasis of P
+        rate = -2 * (1 - t) * s0_sq + 2 * t * lam
+        rotated = (x - centre) @ self.eigenvectors
+        return (posterior - observation) + (0.5 * rate / variance * rotated) @ self.eigenvectors.T

@@ -19,8 +19,10 @@ from torch import Tensor, nn
 
 from si_lightning.callbacks.guard import check_finite_checkpoint
 from si_lightning.condition import Condition
+from si_lightning.couplings import mask_velocity
 from si_lightning.interpolants import Interpolant, TimeSampler, UniformTime, get_prediction, interpolant_loss
 from si_lightning.sampling import Fields, GuidedFields, NetworkFields
+from si_lightning.sampling.masked import KeptPixelFields
 from si_lightning.seeding import derived_seed
 
 
@@ -174,10 +176,13 @@ class InterpolantModule(pl.LightningModule):
             z = None
             if generator is not None:
                 z = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
+        network = self.network(cond)
+        if cond is not None and cond.keep is not None and self.prediction_name.startswith("velocity"):
+            network = self._kept_pixels_fixed(network, cond)
         loss = interpolant_loss(
             self.interpolant,
             self.prediction,
-            self.network(cond),
+            network,
             x0,
             x1,
             t,
@@ -188,6 +193,15 @@ class InterpolantModule(pl.LightningModule):
         if self.reweight_time:
             loss = loss * self.time_sampler.uniform_weight(t, self.train_interval)
         return loss, t
+
+    @staticmethod
+    def _kept_pixels_fixed(network: Callable[[Tensor, Tensor], Tensor], cond: Condition) -> Callable:
+        """The network with its velocity output zero on in-painting's kept pixels (``cond.keep`` = 1).
+
+        There the target alpha' x0 + beta' x1 is zero (x0 = x1, linear interpolant), so the loss reads
+        the hidden pixels only and the trained field never moves a known pixel.
+        """
+        return lambda x, t: mask_velocity(network(x, t), cond)
 
     def _log_bins(self, phase: str, loss: Tensor, t: Tensor) -> None:
         """Add the per-sample losses to their equal t-bin's sum and count, on the device.
@@ -306,8 +320,17 @@ class InterpolantModule(pl.LightningModule):
                 return callback.averaged_network(self) if ema else callback.raw_network(self)
         return self.backbone
 
-    def fields(self, ema: bool = True, guidance_scale: float | None = None) -> Fields:
-        """Sampler-ready Fields (velocity and score) from the trained network, EMA weights by default."""
+    def fields(
+        self,
+        ema: bool = True,
+        guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
+    ) -> Fields:
+        """Sampler-ready Fields (velocity and score) from the trained network, EMA weights by default.
+
+        Classifier-free guidance with w = ``guidance_scale`` (on ``guidance_interval`` of t only, if
+        given); the velocity is zero on pixels a condition marks as known (``cond.keep``, in-painting).
+        """
         backbone = self.weights_backbone(ema)
         fields = NetworkFields(
             network=lambda x, t, cond=None: backbone(x, t, cond),
@@ -316,8 +339,8 @@ class InterpolantModule(pl.LightningModule):
         )
         if guidance_scale is not None:
             num_classes = getattr(backbone, "num_classes", 0)
-            fields = GuidedFields(fields, guidance_scale=guidance_scale, null_label=num_classes)
-        return fields
+            fields = GuidedFields(fields, guidance_scale, null_label=num_classes, interval=guidance_interval)
+        return KeptPixelFields(fields)
 
 
 def compile_options(setting: bool | dict[str, Any]) -> dict[str, Any] | None:

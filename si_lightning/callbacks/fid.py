@@ -12,6 +12,9 @@ them once, in ``setup``, and broadcasts them.
 
 Logged as ``metric_logs``: ``fid/{sampler}/n{N}`` for InceptionV3 (``fid-digits/...`` for another
 extractor), ``kid/...`` and ``kid-std/...`` if enabled, ``nfe/{sampler}/n{N}`` (mean per sample).
+With several guidance scales the sampler name carries the scale: ``fid/{sampler}-cfg{w}/n{N}``.
+A data-dependent coupling's samples start from held-out images (``HeldOutData``): FID of restored
+versus real images.
 """
 
 from __future__ import annotations
@@ -26,13 +29,17 @@ import torch
 
 from si_lightning.callbacks.artifacts import publish_metrics, run_directory
 from si_lightning.callbacks.generation import (
+    HeldOutData,
+    LabelChoice,
     Sampler,
     batched,
-    check_gaussian_base,
-    check_guidance,
+    check_guidance_scales,
+    check_labels,
     check_samplers,
     data_shape_of,
+    evaluation_data,
     evaluation_mode,
+    guided_name,
     local_indices,
     num_classes_of,
     positive_count,
@@ -51,6 +58,7 @@ from si_lightning.metrics import (
     metric_logs,
 )
 from si_lightning.sampling import ODESampler, SDESampler
+from si_lightning.sampling.guidance import check_guidance_interval
 
 # Datamodule attributes that do not change which data real_samples() returns.
 NOT_DATA_SETTINGS = frozenset(
@@ -106,6 +114,10 @@ class FIDCallback(PeriodicEvaluation):
         first_seed: the seed of generated sample 0.
         guidance_scale: classifier-free guidance w for class-conditional models.
         ema: use the EMA weights (the raw weights if False).
+        labels: the class labels to draw (``balanced``, ``per-seed`` or a list; see SamplingCallback).
+        guidance_scales: several guidance scales, each its own FID (instead of ``guidance_scale``).
+        guidance_interval: [t_low, t_high]: guide only for t in it (None: every t).
+        data_split, data_seed: the held-out images a data-dependent coupling starts from.
     """
 
     sample_counts = ("num_samples", "kid_subset_size")
@@ -129,6 +141,11 @@ class FIDCallback(PeriodicEvaluation):
         first_seed: int = 0,
         guidance_scale: float | None = None,
         ema: bool = True,
+        labels: LabelChoice = None,
+        guidance_scales: list[float] | None = None,
+        guidance_interval: list[float] | None = None,
+        data_split: str = "val",
+        data_seed: int = 0,
     ) -> None:
         super().__init__(every_n_steps, at_end)
         self.num_samples = positive_count("num_samples", num_samples, minimum=2)
@@ -152,6 +169,11 @@ class FIDCallback(PeriodicEvaluation):
         self.real_statistics: FeatureStatistics | None = None
         self.statistics_key_used: StatisticsKey | None = None
         self.data_shape: tuple[int, ...] = ()
+        self.labels, self.guidance_scales = labels, guidance_scales
+        self.guidance_interval = check_guidance_interval(guidance_interval)
+        self.data_split, self.data_seed = data_split, positive_count("data_seed", data_seed, minimum=0)
+        self.scales: list[float | None] = [guidance_scale]
+        self.data: HeldOutData | None = None
 
     # ------------------------------------------------------------------------------ real side
     def statistics_key(self, datamodule: Any) -> StatisticsKey:
@@ -194,9 +216,10 @@ class FIDCallback(PeriodicEvaluation):
         self.real_statistics, self.statistics_key_used = statistics, key
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_gaussian_base(trainer, type(self).__name__)
-        check_guidance(self.guidance_scale, num_classes_of(trainer))
+        self.scales = check_guidance_scales(trainer, self.guidance_scale, self.guidance_scales)
+        check_labels(self.labels, num_classes_of(trainer))
         self.data_shape = data_shape_of(trainer, pl_module)
+        self.data = evaluation_data(trainer, self.num_samples, self.data_seed, self.data_split)
         if len(self.data_shape) != 3:
             raise ValueError(f"FIDCallback needs image data (C, H, W); the data has shape {self.data_shape}")
         if self.num_samples < trainer.world_size:
@@ -216,17 +239,22 @@ class FIDCallback(PeriodicEvaluation):
             ).to(device)
         return fid, kid
 
-    def evaluate_sampler(self, trainer: pl.Trainer, pl_module: pl.LightningModule, sampler: Sampler) -> dict:
+    def evaluate_sampler(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, sampler: Sampler, guidance_scale: float | None = None
+    ) -> dict:
         """{"fid": ..., ["kid": ..., "kid-std": ...]} and the mean NFE per sample, merged over ranks."""
+        scale = self.scales[0] if guidance_scale is None else guidance_scale
         device = pl_module.device
         fid, kid = self.metrics_for(device)
         num_classes = num_classes_of(trainer)
         evaluations = torch.zeros((), dtype=torch.float64, device=device)
         with evaluation_mode(pl_module, self.ema):
-            fields = pl_module.fields(ema=self.ema, guidance_scale=self.guidance_scale)
+            fields = pl_module.fields(ema=self.ema, guidance_scale=scale, guidance_interval=self.guidance_interval)
             for batch in batched(local_indices(trainer, self.num_samples), self.batch_size, trainer):
                 seeds = [self.first_seed + index for index in batch]
-                result = sample_from_seeds(fields, sampler, seeds, self.data_shape, device, num_classes)
+                result = sample_from_seeds(
+                    fields, sampler, seeds, self.data_shape, device, num_classes, self.labels, self.data
+                )
                 fid.update(result.x, real=False)
                 if kid is not None:
                     kid.update(result.x, real=False)
@@ -244,7 +272,11 @@ class FIDCallback(PeriodicEvaluation):
         logs: dict[str, float] = {}
         details: dict[str, Any] = {"extractor": self.extractor.identity(), "split": self.split}
         for name, sampler in self.samplers.items():
-            outcome = self.evaluate_sampler(trainer, pl_module, sampler)
-            logs.update(metric_logs(outcome["values"], name, self.num_samples, outcome["nfe"], self.extractor.name))
+            for scale in self.scales:
+                outcome = self.evaluate_sampler(trainer, pl_module, sampler, scale)
+                label = guided_name(name, scale, len(self.scales) > 1)
+                logs.update(
+                    metric_logs(outcome["values"], label, self.num_samples, outcome["nfe"], self.extractor.name)
+                )
             details[name] = repr(sampler)
         publish_metrics(trainer, directory, logs, details)

@@ -11,6 +11,11 @@ Units (``LIKELIHOOD_UNITS``): ``bits-per-dim`` for 8-bit image data, reported as
 dequantisation bound: each point is read as 8-bit pixels k = round((x + 1) 127.5) and evaluated at
 x = 2 (k + u) / 256 - 1, u ~ U[0, 1)^D (seeded), bits/dim = -log p(x) / (D ln 2) + 7 (``bits_per_dim``);
 ``nats`` for continuous data (2-D toys): -log p(x) per point, the data as is.
+
+Data-dependent couplings: the conditional likelihood log p(x1 | cond) of held-out points, the base
+density being the coupling's ``base_log_prob`` (super-resolution: N(x0; U(D(x1)), sigma^2 I) over all
+dimensions; in-painting: N(0, sigma^2 I) over the hidden dimensions only, so bits/dim count those).
+Point i's condition (in-painting's mask) comes from seed i through the coupling, after dequantisation.
 """
 
 from __future__ import annotations
@@ -24,7 +29,15 @@ import torch
 from torch import Tensor
 
 from si_lightning.callbacks.artifacts import publish_metrics, run_directory
-from si_lightning.callbacks.generation import batched, evaluation_mode, gather_in_order, local_indices, positive_count
+from si_lightning.callbacks.generation import (
+    HeldOutData,
+    batched,
+    evaluation_data,
+    evaluation_mode,
+    gather_in_order,
+    local_indices,
+    positive_count,
+)
 from si_lightning.callbacks.schedule import PeriodicEvaluation
 from si_lightning.metrics import metric_name
 from si_lightning.registry import lookup
@@ -64,7 +77,9 @@ class BitsPerDim(LikelihoodUnits):
     def prepare(self, x: Tensor, generator: torch.Generator) -> Tensor:
         return dequantize(x, generator)
 
-    def report(self, log_prob: Tensor, dims: int) -> Tensor:
+    def report(self, log_prob: Tensor, dims: int | Tensor) -> Tensor:
+        if isinstance(dims, Tensor):  # per point (in-painting: the hidden dimensions)
+            return -log_prob / (dims.to(log_prob.dtype) * math.log(2)) + 7.0
         return bits_per_dim(log_prob, dims)
 
 
@@ -149,6 +164,8 @@ class LikelihoodCallback(PeriodicEvaluation):
         self.ema = bool(ema)
         self.points: Tensor | None = None
         self.units: LikelihoodUnits | None = None
+        self.data: HeldOutData | None = None
+        self.local_dims: Tensor | None = None
 
     @property
     def solver_label(self) -> str:
@@ -161,26 +178,41 @@ class LikelihoodCallback(PeriodicEvaluation):
         check_distributed_solver(self.solver, trainer.world_size)
         interpolant = getattr(pl_module, "interpolant", None)
         datamodule = getattr(trainer, "datamodule", None)
-        if not getattr(interpolant, "gaussian_base", False) or not getattr(datamodule, "gaussian_base", True):
+        held_out = evaluation_data(trainer, self.num_samples, self.seed, self.split)
+        if held_out is None and not getattr(interpolant, "gaussian_base", False):
             raise ValueError("LikelihoodCallback evaluates log rho_0 as N(0, I): it needs a Gaussian base")
         if datamodule is None or not hasattr(datamodule, "real_samples"):
             raise ValueError("LikelihoodCallback needs a datamodule with real_samples() for the evaluation points")
         generator = torch.Generator().manual_seed(self.seed)
-        points = datamodule.real_samples(self.num_samples, generator, split=self.split).float().cpu()
+        if held_out is not None:
+            probe = held_out.inputs([0], torch.device("cpu"))
+            held_out.coupling.base_log_prob(probe.x0, probe.cond)  # refused here if the base has no density
+            points = held_out.x1
+        else:
+            points = datamodule.real_samples(self.num_samples, generator, split=self.split).float().cpu()
         self.units = units_for(self.units_name, tuple(points.shape[1:]))
         self.points = self.units.prepare(points, generator)
+        if held_out is not None:
+            self.num_samples = int(points.shape[0])
+            self.data = HeldOutData(held_out.coupling, self.points, held_out.labels)
 
     def local_log_prob(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> tuple[Tensor, int]:
         """log p (nats) of this rank's points, in index order, and the NFE summed over its solves."""
         device = pl_module.device
-        values, evaluations = [], 0
+        values, dims, evaluations = [], [], 0
         with evaluation_mode(pl_module, self.ema):
             fields = pl_module.fields(ema=self.ema)
             for batch in batched(local_indices(trainer, self.num_samples), self.batch_size, trainer):
+                points, cond, base_log_prob = self.points[batch].to(device), None, standard_normal_log_prob
+                if self.data is not None:
+                    inputs = self.data.inputs(batch, device)
+                    points, cond = inputs.x1, inputs.cond
+                    base_log_prob = self._conditional_base(cond)
+                    dims.append(self.data.coupling.base_log_prob(inputs.x0, cond)[1])
                 result = log_likelihood(
                     fields,
-                    self.points[batch].to(device),
-                    standard_normal_log_prob,
+                    points,
+                    base_log_prob,
                     divergence=self.divergence,
                     probes=self.probes,
                     method=self.solver.method_name,
@@ -190,18 +222,27 @@ class LikelihoodCallback(PeriodicEvaluation):
                     grid=self.solver.grid_name,
                     probe=self.probe,
                     seeds=batch,
+                    cond=cond,
                 )
                 values.append(result.log_prob)
                 evaluations += result.nfe * len(batch)
         local = torch.cat(values) if values else torch.zeros(0, device=device)
+        self.local_dims = torch.cat(dims).double() if dims else torch.zeros(0, dtype=torch.float64, device=device)
         return local.double(), evaluations
+
+    def _conditional_base(self, cond):
+        """log rho_0(x0 | cond) of the coupling, for one batch's condition."""
+        return lambda x0: self.data.coupling.base_log_prob(x0, cond)[0]
 
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         directory = run_directory(trainer)
         local, evaluations = self.local_log_prob(trainer, pl_module)
         log_prob = gather_in_order(trainer, local, self.num_samples)
         total = trainer.strategy.reduce(torch.tensor(float(evaluations), device=pl_module.device), reduce_op="sum")
-        per_point = self.units.report(log_prob, int(self.points[0].numel()))
+        dims: int | Tensor = int(self.points[0].numel())
+        if self.data is not None:
+            dims = gather_in_order(trainer, self.local_dims, self.num_samples)
+        per_point = self.units.report(log_prob, dims)
         mean = float(per_point.mean())
         error = float(per_point.std() / math.sqrt(self.num_samples)) if self.num_samples > 1 else float("nan")
         label, count, units = self.solver_label, self.num_samples, self.units.name

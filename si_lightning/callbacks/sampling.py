@@ -3,6 +3,11 @@
 Images (C, H, W) become a PNG grid; 2-D points a scatter plot over a density histogram of the
 data. Files: ``{run directory}/samples/{sampler name}/step-{global step}.png`` (rank 0), the same
 picture logged under ``samples/{sampler name}`` to every logger that shows images.
+
+Class-conditional models: the labels to draw (``labels``: balanced, per-seed or a list) and one or
+several guidance scales (each its own picture, ``{sampler}-cfg{w}``), optionally on a t-interval only.
+Data-dependent couplings: sample i starts from held-out image i mod M through the coupling (see
+``HeldOutData``).
 """
 
 from __future__ import annotations
@@ -16,14 +21,18 @@ from torch import Tensor
 
 from si_lightning.callbacks.artifacts import image_grid, publish_image, run_directory, scatter_image
 from si_lightning.callbacks.generation import (
+    HeldOutData,
+    LabelChoice,
     Sampler,
     batched,
-    check_gaussian_base,
-    check_guidance,
+    check_guidance_scales,
+    check_labels,
     check_samplers,
     data_shape_of,
+    evaluation_data,
     evaluation_mode,
     gather_in_order,
+    guided_name,
     local_indices,
     num_classes_of,
     positive_count,
@@ -31,6 +40,7 @@ from si_lightning.callbacks.generation import (
 )
 from si_lightning.callbacks.schedule import PeriodicEvaluation
 from si_lightning.sampling import ODESampler, SDESampler
+from si_lightning.sampling.guidance import check_guidance_interval
 
 
 class SamplingCallback(PeriodicEvaluation):
@@ -48,6 +58,12 @@ class SamplingCallback(PeriodicEvaluation):
         guidance_scale: classifier-free guidance w for class-conditional models (None: labels as given).
         ema: use the EMA weights (the raw weights if False).
         reference_samples: data points under a 2-D scatter plot.
+        labels: the class labels to draw: ``balanced`` (seed mod K, the default), ``per-seed`` (drawn
+            from each seed) or a list cycled over the seeds ([3]: only threes).
+        guidance_scales: several guidance scales, one picture each (instead of ``guidance_scale``).
+        guidance_interval: [t_low, t_high]: guide only for t in it (None: every t).
+        split: the held-out split a data-dependent coupling's inputs come from.
+        data_seed: chooses the held-out images.
     """
 
     def __init__(
@@ -62,6 +78,11 @@ class SamplingCallback(PeriodicEvaluation):
         guidance_scale: float | None = None,
         ema: bool = True,
         reference_samples: int = 2000,
+        labels: LabelChoice = None,
+        guidance_scales: list[float] | None = None,
+        guidance_interval: list[float] | None = None,
+        split: str = "val",
+        data_seed: int = 0,
     ) -> None:
         super().__init__(every_n_steps, at_end)
         self.num_samples = positive_count("num_samples", num_samples)
@@ -74,12 +95,19 @@ class SamplingCallback(PeriodicEvaluation):
         self.reference_samples = positive_count("reference_samples", reference_samples)
         self.data_shape: tuple[int, ...] = ()
         self.reference: Tensor | None = None
+        self.labels = labels
+        self.guidance_scales = guidance_scales
+        self.guidance_interval = check_guidance_interval(guidance_interval)
+        self.split, self.data_seed = split, positive_count("data_seed", data_seed, minimum=0)
+        self.scales: list[float | None] = [guidance_scale]
+        self.data: HeldOutData | None = None
 
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         """Check the data can be pictured; draw the reference points of a 2-D scatter plot."""
-        check_gaussian_base(trainer, type(self).__name__)
-        check_guidance(self.guidance_scale, num_classes_of(trainer))
+        self.scales = check_guidance_scales(trainer, self.guidance_scale, self.guidance_scales)
+        check_labels(self.labels, num_classes_of(trainer))
         self.data_shape = data_shape_of(trainer, pl_module)
+        self.data = evaluation_data(trainer, self.num_samples, self.data_seed, self.split)
         if self.data_shape == (2,):
             datamodule = getattr(trainer, "datamodule", None)
             if datamodule is None or not hasattr(datamodule, "real_samples"):
@@ -98,16 +126,24 @@ class SamplingCallback(PeriodicEvaluation):
             return scatter_image(samples, self.reference)
         return image_grid(samples, self.columns)
 
-    def generate(self, trainer: pl.Trainer, pl_module: pl.LightningModule, sampler: Sampler) -> Tensor:
-        """All ``num_samples`` samples (num_samples, *data_shape) in seed order, on every rank."""
+    def generate(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, sampler: Sampler, guidance_scale: float | None = None
+    ) -> Tensor:
+        """All ``num_samples`` samples (num_samples, *data_shape) in seed order, on every rank.
+
+        ``guidance_scale`` defaults to the first configured scale.
+        """
+        scale = self.scales[0] if guidance_scale is None else guidance_scale
         indices = local_indices(trainer, self.num_samples)
         num_classes = num_classes_of(trainer)
         chunks = []
         with evaluation_mode(pl_module, self.ema):
-            fields = pl_module.fields(ema=self.ema, guidance_scale=self.guidance_scale)
+            fields = pl_module.fields(ema=self.ema, guidance_scale=scale, guidance_interval=self.guidance_interval)
             for batch in batched(indices, self.batch_size, trainer):
                 seeds = [self.first_seed + index for index in batch]
-                result = sample_from_seeds(fields, sampler, seeds, self.data_shape, pl_module.device, num_classes)
+                result = sample_from_seeds(
+                    fields, sampler, seeds, self.data_shape, pl_module.device, num_classes, self.labels, self.data
+                )
                 chunks.append(result.x)
         local = torch.cat(chunks) if chunks else torch.zeros((0, *self.data_shape), device=pl_module.device)
         return gather_in_order(trainer, local, self.num_samples)
@@ -115,6 +151,8 @@ class SamplingCallback(PeriodicEvaluation):
     def evaluate(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         directory = run_directory(trainer)
         for name, sampler in self.samplers.items():
-            samples = self.generate(trainer, pl_module, sampler)
-            if trainer.is_global_zero:
-                publish_image(trainer, directory, f"samples/{name}", self.picture(samples))
+            for scale in self.scales:
+                samples = self.generate(trainer, pl_module, sampler, scale)
+                if trainer.is_global_zero:
+                    key = f"samples/{guided_name(name, scale, len(self.scales) > 1)}"
+                    publish_image(trainer, directory, key, self.picture(samples))

@@ -74,6 +74,15 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, int(seed)
         self.coupling = IndependentCoupling() if coupling is None else coupling
         self.device_invariant = bool(device_invariant)
+        coupling = self.coupling
+        while coupling is not None:  # MinibatchOT may sit inside ClassLabels
+            if self.device_invariant and getattr(coupling, "distributed", False):
+                raise ValueError(
+                    f"coupling {type(coupling).__name__} distributed = True: with device_invariant = true the "
+                    "datamodule already couples the global batch on every device (the plan is global); set "
+                    "distributed: false, or device_invariant: false to let the coupling gather"
+                )
+            coupling = getattr(coupling, "inner", None)
         self.datasets: dict[str, Dataset] = {}
         self.flip_training = False  # mirrored on the device from the batch's generator, not in the data set
         self._sampler: GlobalOrderSampler | None = None

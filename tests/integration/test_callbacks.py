@@ -365,9 +365,15 @@ def test_bad_setups_fail_before_training(tmp_path):
     digits = DigitsDataModule(batch_size=16)
     with pytest.raises(ValueError, match="list the EMA callback first"):
         fit(digits_model(), digits, [SamplingCallback(), EMA()], tmp_path)
-    coupled = DigitsDataModule(batch_size=16, coupling=SuperResolution(factor=2))
-    with pytest.raises(ValueError, match="data-dependent base"):
-        fit(digits_model(), coupled, [SamplingCallback()], tmp_path)
+    # Sampling, FID and likelihood take a data-dependent base from held-out data (test_conditional.py);
+    # a likelihood needs the base's density, which a noiseless super-resolution base does not have.
+    coupled = DigitsDataModule(batch_size=16, coupling=SuperResolution(factor=2, sigma=0.0))
+    conditional = UNet(
+        data_shape=(1, 8, 8), cond_channels=1, model_channels=16, channel_multipliers=(1, 2), norm_groups=8
+    )
+    model = InterpolantModule(backbone=conditional, interpolant=Interpolant("linear", gaussian_base=False))
+    with pytest.raises(ValueError, match="super-resolution sigma = 0.0: a likelihood needs base noise"):
+        fit(model, coupled, [LikelihoodCallback(num_samples=4)], tmp_path)
     with pytest.raises(ValueError, match="guidance_scale = 2.0 needs class-conditional data"):
         fit(digits_model(), digits, [SamplingCallback(guidance_scale=2.0)], tmp_path)
     toy = ToyDataModule(num_samples=256, batch_size=64)

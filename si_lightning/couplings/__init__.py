@@ -1,0 +1,60 @@
+"""Couplings nu(x0, x1): how the base point x0 is paired with a data point x1 (MATH.md section 6).
+
+A coupling turns a batch of data x1 (and its class labels) into ``Batch(x0, x1, cond)``:
+
+    x0 = m(x1) + sigma zeta,   zeta ~ N(0, I)
+
+with m = 0, sigma = 1 for the independent Gaussian base and a data-dependent m for
+super-resolution and in-painting ([C]). ``cond`` (a ``Condition``) carries what the network sees
+besides (x_t, t): extra input channels and class labels. Each coupling declares
+
+- ``gaussian_base``: x0 ~ N(0, I) independently of x1 (the interpolant's conversions need it);
+- ``cond_channels(data_channels)``: how many channels ``cond.channels`` has;
+- ``num_classes``: the number of class labels (0 if none; ``num_classes`` itself is the null label),
+
+so data and backbone can be linked by the CLI. ``MinibatchOT`` re-pairs a Gaussian base with the
+data of a batch by an optimal-transport plan. Plain PyTorch (and scipy): no Lightning here.
+"""
+
+from __future__ import annotations
+
+from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
+from si_lightning.couplings.images import UPSAMPLING_MODES, Inpainting, SuperResolution, mask_velocity
+from si_lightning.couplings.labels import ClassLabels
+from si_lightning.couplings.masks import MASKS, BoxMask, MaskGenerator, StrokeMask, TileMask, get_mask
+from si_lightning.couplings.transport import OT_METHODS, MinibatchOT
+from si_lightning.registry import lookup
+
+__all__ = [
+    "COUPLINGS",
+    "MASKS",
+    "OT_METHODS",
+    "UPSAMPLING_MODES",
+    "Batch",
+    "BoxMask",
+    "ClassLabels",
+    "Coupling",
+    "IndependentCoupling",
+    "Inpainting",
+    "MaskGenerator",
+    "MinibatchOT",
+    "StrokeMask",
+    "SuperResolution",
+    "TileMask",
+    "get_coupling",
+    "get_mask",
+    "mask_velocity",
+]
+
+COUPLINGS: dict[str, type[Coupling]] = {
+    "independent": IndependentCoupling,
+    "super-resolution": SuperResolution,
+    "inpainting": Inpainting,
+    "class-labels": ClassLabels,
+    "minibatch-ot": MinibatchOT,
+}
+
+
+def get_coupling(name: str, **settings) -> Coupling:
+    """The coupling registered as ``name`` (see COUPLINGS), built with ``settings``."""
+    return lookup(COUPLINGS, name, "coupling")(**settings)

@@ -1,0 +1,178 @@
+"""Minibatch optimal-transport couplings: re-pair the base points x0 with the data x1 of a batch.
+
+Given a batch x0_1..x0_n (from an inner coupling with a Gaussian base) and x1_1..x1_n, the coupling
+keeps x1 in place and gives x1_j the base point x0_{pi(j)}, pi a permutation chosen from the cost
+C_ij = |x0_i - x1_j|^2 (flattened):
+
+- ``exact``: pi minimises sum_j C_{pi(j) j} (``scipy.optimize.linear_sum_assignment``);
+- ``sinkhorn``: the entropic plan P = argmin <P, C> - eps H(P) with uniform marginals (log-domain
+  Sinkhorn, eps = regularization x mean(C), so the setting does not depend on the data's scale);
+  pi is then *sampled* from P without replacement by perturb-and-MAP: the assignment maximising
+  sum_j (log P_{pi(j) j} + G_{pi(j) j}) with G i.i.d. Gumbel noise from the generator. Every x0 and
+  every x1 is used exactly once, unlike sampling pairs from P with replacement.
+
+With labels (``ClassLabels(inner=MinibatchOT(...))``), pairs are formed within each class only.
+``distributed=True`` solves one plan for the whole global batch under torch.distributed: every rank
+gathers all x0, x1 (and labels), rank 0 solves, broadcasts pi, and each rank keeps its slice, so the
+plan is the one a single process would find on the concatenated batch. Ranks must hold equal batches.
+With the Brownian gamma (``Interpolant(gamma="brownian")``) the entropic pairing is the
+Schrödinger-bridge coupling of the two marginals.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor
+
+from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
+
+OT_METHODS = ("exact", "sinkhorn")
+
+
+def squared_distances(x0: Tensor, x1: Tensor) -> Tensor:
+    """C_ij = |x0_i - x1_j|^2 in float64: (n, ...) x (m, ...) -> (n, m)."""
+    a, b = x0.flatten(1).double(), x1.flatten(1).double()
+    return (a.pow(2).sum(1)[:, None] + b.pow(2).sum(1)[None, :] - 2 * a @ b.T).clamp_min(0)
+
+
+def sinkhorn_log_plan(cost: Tensor, epsilon: float, iterations: int) -> Tensor:
+    """log P of the entropic plan with uniform marginals (n x n), by log-domain Sinkhorn iterations."""
+    count = cost.shape[0]
+    log_marginal = -torch.log(torch.tensor(float(count), dtype=cost.dtype))
+    scaled = -cost / epsilon
+    f = torch.zeros(count, dtype=cost.dtype)
+    g = torch.zeros(count, dtype=cost.dtype)
+    for _ in range(iterations):
+        f = log_marginal - torch.logsumexp(scaled + g[None, :], dim=1)
+        g = log_marginal - torch.logsumexp(scaled + f[:, None], dim=0)
+    return scaled + f[:, None] + g[None, :]
+
+
+def assignment(score: Tensor) -> Tensor:
+    """pi (m,) with pi[j] the row given to column j, maximising sum_j score[pi(j), j] (square score)."""
+    rows, columns = linear_sum_assignment(score.detach().cpu().numpy(), maximize=True)
+    permutation = np.empty(len(columns), dtype=np.int64)
+    permutation[columns] = rows
+    return torch.from_numpy(permutation)
+
+
+class MinibatchOT(Coupling):
+    """Re-pairs an inner coupling's base points with the batch's data by an optimal-transport plan.
+
+    Args:
+        method: ``exact`` (linear assignment) or ``sinkhorn`` (entropic plan, sampled pairing).
+        regularization: sinkhorn's eps as a fraction of the mean cost (> 0).
+        iterations: sinkhorn iterations.
+        distributed: one global plan over all ranks (torch.distributed all_gather, rank 0 solves).
+        inner: the coupling that draws x0; it must have a Gaussian base (IndependentCoupling by default).
+    """
+
+    def __init__(
+        self,
+        method: str = "exact",
+        regularization: float = 0.05,
+        iterations: int = 100,
+        distributed: bool = False,
+        inner: Coupling | None = None,
+    ) -> None:
+        if method not in OT_METHODS:
+            raise ValueError(f"MinibatchOT method = {method!r}: expected one of {', '.join(OT_METHODS)}")
+        if not regularization > 0:
+            raise ValueError(f"MinibatchOT regularization = {regularization!r}: expected a number > 0")
+        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"MinibatchOT iterations = {iterations!r}: expected an integer >= 1")
+        inner = IndependentCoupling() if inner is None else inner
+        if not inner.gaussian_base or inner.cond_channels(1) != 0:
+            raise ValueError(
+                f"MinibatchOT inner = {inner!r}: expected a coupling with a Gaussian base independent of x1 "
+                "(re-pairing a data-dependent base would separate x0 from its condition)"
+            )
+        self.method, self.regularization, self.iterations = method, float(regularization), iterations
+        self.distributed, self.inner = bool(distributed), inner
+
+    @property
+    def gaussian_base(self) -> bool:  # type: ignore[override]
+        return True
+
+    def check_shape(self, data_shape: tuple[int, ...]) -> None:
+        self.inner.check_shape(data_shape)
+
+    def evaluation_coupling(self) -> Coupling:
+        """Sampling needs only the base N(0, I): the pairing is a training device."""
+        return self.inner.evaluation_coupling()
+
+    # --------------------------------------------------------------------------------- the plan
+    def permutation(
+        self, x0: Tensor, x1: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """pi (n,) on the CPU: x1[j] is paired with x0[pi[j]]; within each label's group if labels are given."""
+        count = x0.shape[0]
+        if labels is None:
+            return self._solve(x0, x1, generator)
+        labels = labels.cpu()
+        permutation = torch.arange(count)
+        for label in labels.unique().tolist():
+            members = (labels == label).nonzero().flatten()
+            permutation[members] = members[self._solve(x0[members], x1[members], generator)]
+        return permutation
+
+    def _solve(self, x0: Tensor, x1: Tensor, generator: torch.Generator | None) -> Tensor:
+        cost = squared_distances(x0, x1).cpu()
+        if cost.shape[0] <= 1:
+            return torch.arange(cost.shape[0])
+        if self.method == "exact":
+            return assignment(-cost)
+        epsilon = self.regularization * float(cost.mean().clamp_min(1e-12))
+        log_plan = sinkhorn_log_plan(cost, epsilon, self.iterations)
+        device = generator.device if generator is not None else torch.device("cpu")
+        uniform = torch.rand(cost.shape, generator=generator, dtype=torch.float64, device=device).cpu()
+        gumbel = -torch.log(-torch.log(uniform.clamp(1e-300, 1.0 - 1e-16)))
+        return assignment(log_plan + gumbel)
+
+    def global_permutation(
+        self, x0: Tensor, x1: Tensor, labels: Tensor | None, generator: torch.Generator | None
+    ) -> tuple[Tensor, Tensor, int]:
+        """(x0 of every rank (W n, ...), pi over the global batch (W n,), this rank's first index)."""
+        world, rank = dist.get_world_size(), dist.get_rank()
+        count = torch.tensor([x1.shape[0]], device=x1.device)
+        counts = [torch.zeros_like(count) for _ in range(world)]
+        dist.all_gather(counts, count)
+        sizes = [int(item) for item in counts]
+        if len(set(sizes)) != 1:
+            raise ValueError(
+                f"MinibatchOT distributed = True: expected equal batch sizes on every rank, got {sizes} "
+                "(drop the last incomplete batch)"
+            )
+
+        def gathered(tensor: Tensor) -> Tensor:
+            parts = [torch.empty_like(tensor) for _ in range(world)]
+            dist.all_gather(parts, tensor.contiguous())
+            return torch.cat(parts)
+
+        all_x0, all_x1 = gathered(x0), gathered(x1)
+        all_labels = None if labels is None else gathered(labels)
+        permutation = torch.empty(world * sizes[0], dtype=torch.long, device=x1.device)
+        if rank == 0:
+            permutation.copy_(self.permutation(all_x0, all_x1, all_labels, generator).to(x1.device))
+        dist.broadcast(permutation, src=0)
+        return all_x0, permutation, rank * sizes[0]
+
+    # ------------------------------------------------------------------------------- the coupling
+    def couple(
+        self,
+        x1: Tensor,
+        labels: Tensor | None,
+        generator: torch.Generator | None,
+        noise_generator: torch.Generator | None = None,
+    ) -> Batch:
+        extra = {} if noise_generator is None else {"noise_generator": noise_generator}
+        inner = self.inner.couple(x1, None, generator, **extra)
+        if self.distributed and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            all_x0, permutation, first = self.global_permutation(inner.x0, x1, labels, generator)
+            x0 = all_x0[permutation[first : first + x1.shape[0]]]
+        else:
+            x0 = inner.x0[self.permutation(inner.x0, x1, labels, generator).to(x1.device)]
+        return Batch(x0, x1, inner.cond)
