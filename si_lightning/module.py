@@ -21,7 +21,7 @@ from si_lightning.callbacks.guard import check_finite_checkpoint
 from si_lightning.condition import Condition
 from si_lightning.couplings import mask_velocity
 from si_lightning.interpolants import Interpolant, TimeSampler, UniformTime, get_prediction, interpolant_loss
-from si_lightning.sampling import Fields, GuidedFields, NetworkFields
+from si_lightning.sampling import Fields, FittedGrid, GuidedFields, NetworkFields
 from si_lightning.sampling.masked import KeptPixelFields
 from si_lightning.seeding import derived_seed
 
@@ -75,6 +75,9 @@ class InterpolantModule(pl.LightningModule):
             raise ValueError(f"loss_bins must be >= 0, got {loss_bins}")
         self.check_backbone_outputs()
         self.training_seed: int | None = None  # seeds the training t and z (see training_noise)
+        # Time grids fitted for this model after training (si_lightning.sampling.fit_lipschitz_grid, ...),
+        # by name; they travel with the checkpoint: ODESampler(grid=model.sampling_grids["lipschitz"]).
+        self.sampling_grids: dict[str, FittedGrid] = {}
         # A score-based prediction gives b only where the conversions are finite (both ends excluded).
         self.train_interval = self.interpolant.valid_interval(need_score=self.prediction.needs_score_interval)
         self.loss_bins = loss_bins
@@ -253,6 +256,10 @@ class InterpolantModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.training_seed = checkpoint.get("training_seed", self.training_seed)
+        for name, state in checkpoint.get("sampling_grids", {}).items():
+            grid = FittedGrid()
+            grid.load_state_dict(state)
+            self.sampling_grids[name] = grid
 
     def training_noise(self, x1: Tensor, batch_idx: int) -> tuple[Tensor, Tensor]:
         """(t (batch,), z like x1) of this device's part of the global batch ``batch_idx`` of this epoch.
@@ -303,6 +310,7 @@ class InterpolantModule(pl.LightningModule):
         """
         check_finite_checkpoint(checkpoint, self._trainer)
         checkpoint["training_seed"] = self.training_seed
+        checkpoint["sampling_grids"] = {name: grid.state_dict() for name, grid in self.sampling_grids.items()}
 
     # ------------------------------------------------------------------------------------ sampling
     def weights_backbone(self, ema: bool) -> nn.Module:
