@@ -9,7 +9,9 @@ import torch
 
 from si_lightning.cli import build_cli as main
 from si_lightning.errors import ConfigurationError
+from si_lightning.metrics.inception import inception_cache_path
 from si_lightning.module import InterpolantModule
+from tests.test_metrics_inception import write_random_inception_weights
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # The smallest complete config; each overlay replaces the part of it that it is about.
@@ -61,6 +63,12 @@ def test_overlay_parses_and_instantiates(path, tmp_path, monkeypatch):
 @pytest.mark.parametrize("path", sorted((CONFIGS / "experiments").glob("*.yaml")), ids=config_ids)
 def test_experiment_parses_and_instantiates(path, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
+    # Configs with InceptionV3 FID need its weights file where torch-fidelity keeps it: a random one here.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setattr(torch.hub, "_hub_dir", None)
+    weights = inception_cache_path()
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    write_random_inception_weights(weights)
     with pytest.raises(SystemExit) as exit_info:
         main(["fit", "-c", str(path), "--print_config"])
     assert exit_info.value.code == 0
