@@ -17,11 +17,12 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
+# Two workers, one per core of the CI machine; a file stays on one worker (its module fixtures run once).
 test: lint
-	$(PYTHON) -m pytest
+	$(PYTHON) -m pytest -n 2 --dist loadfile
 
 test-quick: lint
-	$(PYTHON) -m pytest -m "not slow" -x -q
+	$(PYTHON) -m pytest -n 2 --dist loadfile -m "not slow" -x -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
