@@ -55,3 +55,13 @@ def test_the_loader_restarts_an_epoch_at_the_batch_after_the_last_consumed_one()
 def test_a_batch_larger_than_the_data_is_refused():
     with pytest.raises(ValueError, match=r"batch_size 64 x 4 devices exceeds the 200 training samples"):
         GlobalOrderSampler(range(200), 64, 0, 4, seed=0)
+
+
+def test_a_coupling_that_gathers_itself_is_refused_when_the_datamodule_gathers():
+    from si_lightning.couplings import MinibatchOT
+    from si_lightning.data import DigitsDataModule
+
+    with pytest.raises(ValueError, match=r"MinibatchOT distributed = True: with device_invariant = true"):
+        DigitsDataModule(coupling=MinibatchOT(distributed=True))
+    module = DigitsDataModule(coupling=MinibatchOT(distributed=True), device_invariant=False)
+    assert module.device_invariant is False

@@ -41,7 +41,7 @@ class DigitsDataModule(CoupledDataModule):
         image_size: side S of the (1, S, S) images, >= 1 (8 is the native size).
         resize_mode: ``bilinear`` or ``nearest``, used when image_size != 8.
         val_fraction: share of the images held out for validation, in (0, 1).
-        batch_size, num_workers, seed, coupling: see CoupledDataModule.
+        batch_size, num_workers, seed, coupling, device_invariant: see CoupledDataModule.
     """
 
     def __init__(
@@ -53,8 +53,9 @@ class DigitsDataModule(CoupledDataModule):
         num_workers: int = 0,
         seed: int = 0,
         coupling: Coupling | None = None,
+        device_invariant: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, coupling)
+        super().__init__(batch_size, num_workers, seed, coupling, device_invariant)
         if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
             raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
         if resize_mode not in RESIZE_MODES:

@@ -173,7 +173,7 @@ class ImageDataModule(CoupledDataModule):
         bad_images: for an image folder, what a file that cannot be decoded does at setup: "error"
             (stop, naming the file) or "skip" (leave it out with a warning). Each file is checked
             once; the result is cached by the files' names, sizes and times.
-        batch_size, num_workers, seed, coupling: see CoupledDataModule.
+        batch_size, num_workers, seed, coupling, device_invariant: see CoupledDataModule.
     """
 
     def __init__(
@@ -188,9 +188,10 @@ class ImageDataModule(CoupledDataModule):
         num_workers: int = 4,
         seed: int = 0,
         coupling: Coupling | None = None,
+        device_invariant: bool = True,
         bad_images: str = "error",
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, coupling)
+        super().__init__(batch_size, num_workers, seed, coupling, device_invariant)
         self.source = lookup(IMAGE_DATASETS, dataset, "image dataset")(Path(root).expanduser())
         if bad_images not in BAD_IMAGE_POLICIES:
             raise ValueError(f"bad_images must be one of {', '.join(BAD_IMAGE_POLICIES)}, got {bad_images!r}")

@@ -148,7 +148,7 @@ class ToyDataModule(CoupledDataModule):
         name: one of TOYS (checkerboard, two-moons, 8-gaussians, spirals, gaussian-mixture).
         num_samples: training points (one epoch).
         val_samples: validation points (and as many test points).
-        batch_size, num_workers, seed, coupling: see CoupledDataModule.
+        batch_size, num_workers, seed, coupling, device_invariant: see CoupledDataModule.
     """
 
     def __init__(
@@ -160,8 +160,9 @@ class ToyDataModule(CoupledDataModule):
         num_workers: int = 0,
         seed: int = 0,
         coupling: Coupling | None = None,
+        device_invariant: bool = True,
     ) -> None:
-        super().__init__(batch_size, num_workers, seed, coupling)
+        super().__init__(batch_size, num_workers, seed, coupling, device_invariant)
         for label, value in (("num_samples", num_samples), ("val_samples", val_samples)):
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
