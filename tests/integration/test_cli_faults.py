@@ -26,7 +26,7 @@ DIGITS = REPOSITORY / "configs" / "experiments" / "digits.yaml"
 LINE = re.compile(
     r"non-finite (?P<what>loss|gradient of \S+) at global step (?P<step>\d+) "
     r"\(batch (?P<batch>\d+), t in \[(?P<low>[\d.]+), (?P<high>[\d.]+)\]\); "
-    r"the last finite checkpoint is (?P<last>\S+)$"
+    r"the last finite checkpoint is (?P<last>\S+)( \(rerun with --debug for the traceback\))?$"
 )
 
 OVERLAY = """\
