@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from types import FrameType
 
@@ -67,6 +68,8 @@ class Preemption(Callback):
         """Lightning has registered its handlers by now; under SLURM SIGUSR1 becomes a stop like SIGTERM."""
         self._trainer = trainer
         self.signal_received = None
+        if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+            return
         if SLURMEnvironment.detect() and sys.platform != "win32":
             signal.signal(signal.SIGUSR1, self._stop_on_signal)
         previous = signal.getsignal(signal.SIGTERM)
