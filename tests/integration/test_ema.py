@@ -20,6 +20,14 @@ def small_model() -> InterpolantModule:
     return InterpolantModule(backbone=network, interpolant=Interpolant("linear"), loss_bins=0)
 
 
+def quiet_trainer(steps: int, callbacks: list[pl.Callback], root) -> pl.Trainer:
+    """A CPU Trainer for ``steps`` optimiser steps with ``callbacks`` and nothing else (no logs, no checkpoints)."""
+    return pl.Trainer(
+        max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, limit_val_batches=0, callbacks=callbacks, default_root_dir=root,
+    )  # fmt: skip
+
+
 class RecordWeights(pl.Callback):
     """The network's flattened parameters after every optimiser step."""
 
@@ -49,17 +57,7 @@ def test_average_equals_the_closed_form_of_the_recorded_weights(tmp_path, every,
     torch.manual_seed(0)
     model, recorder = small_model(), RecordWeights()
     ema = EMA(decay=0.8, update_every_n_steps=every, update_starting_at_step=start)
-    trainer = pl.Trainer(
-        max_steps=12,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[ema, recorder],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(12, [ema, recorder], tmp_path)
     recorded = {}
 
     class Probe(pl.Callback):
@@ -71,7 +69,7 @@ def test_average_equals_the_closed_form_of_the_recorded_weights(tmp_path, every,
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=16))
     expected = expected_average(recorder.history, 0.8, every, start)
     torch.testing.assert_close(recorded["average"], expected, atol=1e-6, rtol=1e-6)
-    # At the end of training the average is copied into the network.
+    # At the end of training the average is swapped into the network.
     final = torch.cat([p.detach().flatten() for p in model.backbone.parameters()])
     torch.testing.assert_close(final, expected, atol=1e-6, rtol=1e-6)
 
@@ -80,17 +78,7 @@ def test_average_equals_the_closed_form_of_the_recorded_weights(tmp_path, every,
 def test_the_callback_copies_the_network_only(tmp_path):
     model = small_model()
     ema = EMA(decay=0.9)
-    trainer = pl.Trainer(
-        max_steps=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        limit_val_batches=0,
-        callbacks=[ema],
-        default_root_dir=tmp_path,
-    )
+    trainer = quiet_trainer(2, [ema], tmp_path)
     trainer.fit(model, datamodule=DigitsDataModule(batch_size=16))
     assert type(ema.average) is type(model.backbone)
     copied = {id(tensor) for tensor in [*ema.average.parameters(), *ema.average.buffers()]}
