@@ -11,7 +11,10 @@ Under SLURM, submit with ``#SBATCH --signal=B:USR1@120`` (or let SLURM send SIGT
 limit): SIGUSR1 is handled like SIGTERM, and with ``requeue`` the job is put back in the queue
 (``scontrol requeue``) once the checkpoint is written; its relaunch with ``--ckpt_path last``
 continues the run. The loggers are flushed with every checkpoint, so after a kill the logged metrics
-reach at least the step of the checkpoint a resume starts from.
+reach the step before the checkpoint a resume starts from; Lightning writes the metrics of the
+checkpoint's own last step right after the checkpoint (the checkpoint is taken in
+``on_train_batch_end``, the step's metrics are logged after it), so only a kill landing in between
+those two writes loses that one row.
 """
 
 from __future__ import annotations

@@ -71,7 +71,11 @@ def test_kill_9_mid_epoch_then_resume_reproduces_every_step(tmp_path, uninterrup
 
     def written_step_30() -> bool:  # epoch=1-step=30.ckpt (epoch 1, batch 5), then last.ckpt after it
         numbered, last = checkpoints / "epoch=1-step=30.ckpt", checkpoints / "last.ckpt"
-        return numbered.is_file() and last.is_file() and last.stat().st_mtime >= numbered.stat().st_mtime
+        if not (numbered.is_file() and last.is_file() and last.stat().st_mtime >= numbered.stat().st_mtime):
+            return False
+        # Lightning writes the loss row of a step just after that step's checkpoint: wait for it (row 29 is
+        # the loss of optimiser step 30), so the kill lands inside the next steps, never between the two.
+        return 29 in losses_by_step(tmp_path / "runs" / "digits" / "version_0" / "metrics.csv")
 
     wait_for(written_step_30, first, timeout=600)
     os.killpg(first.pid, signal.SIGKILL)
