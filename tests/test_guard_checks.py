@@ -59,3 +59,10 @@ def test_first_nonfinite_is_exact_for_huge_finite_values():
 def test_an_unknown_action_is_refused():
     with pytest.raises(ValueError, match="NonFiniteGuard action = 'ignore': expected one of stop, skip"):
         NonFiniteGuard(action="ignore")
+
+
+def test_an_unknown_check_and_a_deferred_skip_are_refused():
+    with pytest.raises(ValueError, match="check = 'later': expected one of auto, immediate, deferred"):
+        NonFiniteGuard(check="later")
+    with pytest.raises(ValueError, match="check = 'deferred': expected 'immediate' or 'auto' with action 'skip'"):
+        NonFiniteGuard(action="skip", check="deferred")

@@ -169,3 +169,52 @@ def test_checkpoint_with_nonfinite_weights_is_refused_and_the_last_finite_one_ke
         assert saved["global_step"] == FAULT_STEP
         for entry in ("state_dict", "current_model_state"):
             assert all(torch.isfinite(value).all() for value in saved[entry].values() if value.is_floating_point())
+
+
+class RecordTimes(Callback):
+    """The t of every training batch, by global step."""
+
+    def __init__(self) -> None:
+        self.t: dict[int, torch.Tensor] = {}
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        self.t[trainer.global_step] = pl_module.last_training_step[1].detach().clone()
+
+
+@pytest.mark.timeout(120)
+def test_deferred_check_stops_one_step_late_naming_the_bad_step(tmp_path):
+    """No host sync in the step: the flags of step k are read at step k + 1, the line still names step k."""
+    module, times = model(), RecordTimes()
+    run = trainer(tmp_path, [times, PoisonBatch(FAULT_STEP), NonFiniteGuard(check="deferred")])
+    with pytest.raises(TrainingDiverged) as caught:
+        run.fit(module, datamodule=data())
+    match = LINE.match(str(caught.value))
+    assert match is not None, str(caught.value)
+    assert match["what"] == "loss" and int(match["step"]) == FAULT_STEP == int(match["batch"])
+    assert run.global_step == FAULT_STEP + 1  # the bad step was taken; the next one was stopped before its update
+    assert float(match["low"]) == pytest.approx(float(times.t[FAULT_STEP].min()), abs=5e-4)
+    assert float(match["high"]) == pytest.approx(float(times.t[FAULT_STEP].max()), abs=5e-4)
+
+
+@pytest.mark.timeout(120)
+def test_deferred_check_names_the_gradient_and_catches_the_last_step(tmp_path):
+    """A bad last step is read at the end of training; the parameter is named as the immediate check does."""
+    module = model()
+    run = trainer(tmp_path, [PoisonGradient(FAULT_STEP), NonFiniteGuard(check="deferred")], max_steps=FAULT_STEP + 1)
+    with pytest.raises(TrainingDiverged) as caught:
+        run.fit(module, datamodule=data())
+    match = LINE.match(str(caught.value))
+    assert match is not None, str(caught.value)
+    assert match["what"] == "gradient of backbone.hidden_layers.0.weight"
+    assert int(match["step"]) == FAULT_STEP
+
+
+@pytest.mark.timeout(120)
+def test_deferred_check_writes_no_checkpoint_after_the_bad_step(tmp_path):
+    directory = tmp_path / "checkpoints"
+    checkpoint = ModelCheckpoint(dirpath=directory, every_n_train_steps=1, save_top_k=-1)
+    run = trainer(tmp_path, [PoisonGradient(FAULT_STEP), NonFiniteGuard(check="deferred"), checkpoint])
+    with pytest.raises(TrainingDiverged, match=f"non-finite gradient of .* at global step {FAULT_STEP} "):
+        run.fit(model(), datamodule=data())
+    steps = sorted(int(path.stem.split("step=")[1]) for path in directory.iterdir())
+    assert steps == list(range(1, FAULT_STEP + 1))  # the checkpoint after the bad update was refused
