@@ -119,14 +119,16 @@ def test_training_flip_is_the_stored_mirror_drawn_from_the_global_batch_generato
 
 
 def test_bad_input_is_one_line_naming_the_setting(tmp_path) -> None:
-    with pytest.raises(ValueError, match=r"root = '.*absent': a directory of latent shards .*not a directory"):
+    with pytest.raises(
+        ValueError, match=r"root must be a directory of latent shards .*, got '.*absent': it is not a directory"
+    ):
         LatentDataModule(str(tmp_path / "absent"))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"root = '.*empty': .* it has no index.json"):
+    with pytest.raises(ValueError, match=r"root must be .*, got '.*empty': it has no index.json"):
         LatentDataModule(str(tmp_path / "empty"))
     write_latents(tmp_path / "gap")
     (tmp_path / "gap" / "shard-000001.pt").unlink()
-    with pytest.raises(ValueError, match=r"root = '.*gap': .*shard-000001.pt of 3 is missing"):
+    with pytest.raises(ValueError, match=r"root must be .*, got '.*gap': shard-000001.pt of 3 is missing"):
         LatentDataModule(str(tmp_path / "gap"))
     write_latents(tmp_path / "mixed")
     other = torch.load(tmp_path / "mixed" / "shard-000002.pt", weights_only=True)

@@ -122,24 +122,24 @@ class LatentDataset(Dataset):
 def read_index(root: Path) -> dict[str, Any]:
     """index.json of a latent directory, checked: the root, the index and every shard it promises exist."""
     if not root.is_dir():
-        raise ValueError(f"root = {str(root)!r}: {ROOT_EXPECTED}; it is not a directory")
+        raise ValueError(f"root must be {ROOT_EXPECTED}, got {str(root)!r}: it is not a directory")
     path = root / INDEX
     if not path.is_file():
-        raise ValueError(f"root = {str(root)!r}: {ROOT_EXPECTED}; it has no {INDEX}")
+        raise ValueError(f"root must be {ROOT_EXPECTED}, got {str(root)!r}: it has no {INDEX}")
     try:
         index = json.loads(path.read_text())
         count, shard_size = int(index["num_images"]), int(index["shard_size"])
         classes = list(index["classes"])
     except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"root = {str(root)!r}: {ROOT_EXPECTED}; {INDEX} is unreadable ({error})") from None
+        raise ValueError(f"root must be {ROOT_EXPECTED}, got {str(root)!r}: {INDEX} is unreadable ({error})") from None
     if count < 2 or shard_size < 1:
-        raise ValueError(f"root = {str(root)!r}: {ROOT_EXPECTED}; {INDEX} lists {count} images (at least 2)")
+        raise ValueError(f"root must be {ROOT_EXPECTED}, got {str(root)!r}: {INDEX} lists {count} images (at least 2)")
     num_shards = -(-count // shard_size)
     for shard in range(num_shards):
         if not (root / SHARD_PATTERN.format(shard)).is_file():
             raise ValueError(
-                f"root = {str(root)!r}: {ROOT_EXPECTED}; {SHARD_PATTERN.format(shard)} of {num_shards} is missing "
-                "(rerun precompute_latents.py: it writes the missing shards)"
+                f"root must be {ROOT_EXPECTED}, got {str(root)!r}: {SHARD_PATTERN.format(shard)} of {num_shards} "
+                "is missing (rerun precompute_latents.py: it writes the missing shards)"
             )
     return {**index, "classes": classes, "num_shards": num_shards}
 
@@ -196,7 +196,7 @@ class LatentDataModule(CoupledDataModule):
         first = open_shard(self.root / SHARD_PATTERN.format(0)).get("latents")
         if not isinstance(first, Tensor) or first.dim() != 4:
             raise ValueError(
-                f"root = {str(self.root)!r}: {ROOT_EXPECTED}; shard-000000.pt holds no latents (n, C, h, w)"
+                f"root must be {ROOT_EXPECTED}, got {str(self.root)!r}: shard-000000.pt holds no latents (n, C, h, w)"
             )
         self.data_shape = tuple(int(size) for size in first.shape[1:])
         self.dataset_classes = len(self.classes)
@@ -211,7 +211,7 @@ class LatentDataModule(CoupledDataModule):
         labels, starts, shape = shards.read_layout()
         if shape != self.data_shape or int(starts[-1]) != self.num_images:
             raise ValueError(
-                f"root = {str(self.root)!r}: the shards hold {int(starts[-1])} latents of shape {shape}; "
+                f"root {str(self.root)!r}: the shards hold {int(starts[-1])} latents of shape {shape}; "
                 f"expected {self.num_images} of shape {self.data_shape} ({INDEX} and shard-000000.pt)"
             )
         full = LatentDataset(shards, starts, torch.arange(self.num_images), labels)
