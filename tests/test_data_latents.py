@@ -138,8 +138,10 @@ def test_bad_input_is_one_line_naming_the_setting(tmp_path) -> None:
     with pytest.raises(ValueError, match=r"shard-000002.pt holds latents of shape \(4, 4, 4\), expected \(4, 2, 3\)"):
         module.setup("fit")
     with pytest.raises(ValueError, match="ClassLabels has num_classes=10 but the data has 2 classes"):
-        LatentDataModule(str(tmp_path / "gap").replace("gap", "mixed"), coupling=ClassLabels(num_classes=10))
+        LatentDataModule(str(tmp_path / "mixed"), coupling=ClassLabels(num_classes=10))
     with pytest.raises(ValueError, match="val_fraction must be in"):
         LatentDataModule(str(tmp_path / "mixed"), val_fraction=1.0)
-    with pytest.raises(ValueError, match="autoencoder_scale must be a number > 0, got -1"):
+    with pytest.raises(ValueError, match=r"autoencoder_scale must be a number > 0 \(or None\), got -1"):
         LatentDataModule(str(tmp_path / "mixed"), autoencoder_scale=-1)
+    with pytest.raises(ValueError, match="autoencoder must be a local AutoencoderKL folder or module:factory, got ''"):
+        LatentDataModule(str(tmp_path / "mixed"), autoencoder="")

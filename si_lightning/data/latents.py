@@ -25,7 +25,6 @@ from torch.utils.data import Dataset
 
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
-from si_lightning.errors import ConfigurationError
 
 INDEX = "index.json"
 SHARD_PATTERN = "shard-{:06d}.pt"
@@ -180,18 +179,16 @@ class LatentDataModule(CoupledDataModule):
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
         if autoencoder is not None and (not isinstance(autoencoder, str) or not autoencoder.strip()):
-            raise ConfigurationError("autoencoder", autoencoder, "a local AutoencoderKL folder or module:factory")
+            raise ValueError(f"autoencoder must be a local AutoencoderKL folder or module:factory, got {autoencoder!r}")
+        bad_scale = isinstance(autoencoder_scale, bool) or not isinstance(autoencoder_scale, (int, float, type(None)))
+        if bad_scale or (autoencoder_scale is not None and not autoencoder_scale > 0):
+            raise ValueError(f"autoencoder_scale must be a number > 0 (or None), got {autoencoder_scale!r}")
         self.root = Path(root).expanduser()
         index = read_index(self.root)
         self.num_images, self.num_shards, self.classes = int(index["num_images"]), index["num_shards"], index["classes"]
         self.autoencoder = autoencoder if autoencoder is not None else index.get("autoencoder")
-        recorded_scale = index.get("scale")
-        self.autoencoder_scale = autoencoder_scale if autoencoder_scale is not None else recorded_scale
-        if self.autoencoder_scale is not None:
-            scale = self.autoencoder_scale
-            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not scale > 0:
-                raise ValueError(f"autoencoder_scale must be a number > 0, got {scale!r}")
-            self.autoencoder_scale = float(scale)
+        scale = autoencoder_scale if autoencoder_scale is not None else index.get("scale")
+        self.autoencoder_scale = None if scale is None else float(scale)
         self.horizontal_flip, self.val_fraction = bool(horizontal_flip), float(val_fraction)
         first = open_shard(self.root / SHARD_PATTERN.format(0)).get("latents")
         if not isinstance(first, Tensor) or first.dim() != 4:
