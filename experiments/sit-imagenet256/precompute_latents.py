@@ -12,16 +12,17 @@ and mirrored, so training can flip without decoding: shard k holds images [k S, 
 in ``shard-{k:06d}.pt``, written atomically; a shard already on disk is skipped, so an interrupted
 run continues where it stopped. Rank r of W (torchrun's RANK / WORLD_SIZE) writes shards r, r + W, ...
 
-The autoencoder: ``--vae PATH``, a local diffusers ``AutoencoderKL`` folder (diffusers is an
-optional dependency: ``pip install diffusers``; nothing is downloaded, ``local_files_only=True``),
-encoded latents = posterior mean x ``--scale`` (0.18215, the value SiT and DiT use); or
-``--encoder module:factory``, any object with ``encode(images (B, 3, H, W) in [-1, 1]) -> latents``.
+The autoencoder (``si_lightning.autoencoders.load_autoencoder``): ``--vae PATH``, a local diffusers
+``AutoencoderKL`` folder (diffusers is an optional dependency: ``pip install diffusers``; nothing is
+downloaded, ``local_files_only=True``), encoded latents = posterior mean x ``--scale`` (0.18215, the
+value SiT and DiT use); or ``--encoder module:factory``, any object with ``encode(images (B, 3, H, W)
+in [-1, 1]) -> latents``. ``index.json`` records it (``autoencoder``, ``scale``): LatentDataModule
+passes it on to the checkpoint, and ``si-lightning sample`` decodes the generated latents with it.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import io
 import json
 import os
@@ -31,6 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from si_lightning.autoencoders import load_autoencoder, move_to
+from si_lightning.errors import ConfigurationError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".JPEG")
 
@@ -60,29 +64,6 @@ def centre_crop(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
-class DiffusersEncoder:
-    """diffusers' AutoencoderKL from a local folder: posterior mean times ``scale``."""
-
-    def __init__(self, path: str, scale: float, device: torch.device) -> None:
-        try:
-            from diffusers.models import AutoencoderKL
-        except ImportError as error:
-            raise SystemExit("--vae needs the optional dependency diffusers: pip install diffusers") from error
-        if not Path(path).is_dir():
-            raise SystemExit(f"error: --vae = {path}: a local AutoencoderKL folder (nothing is downloaded)")
-        self.vae = AutoencoderKL.from_pretrained(path, local_files_only=True).to(device).eval()
-        self.scale = scale
-
-    @torch.no_grad()
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return self.vae.encode(images).latent_dist.mean * self.scale
-
-
-def load_factory(text: str):
-    module, _, name = text.partition(":")
-    return getattr(importlib.import_module(module), name)()
-
-
 def write_atomically(path: Path, content: bytes) -> None:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temporary, "wb") as file:
@@ -109,7 +90,12 @@ def main(arguments: list[str] | None = None) -> int:
     rank, world_size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     device = torch.device("cuda", local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    encoder = DiffusersEncoder(options.vae, options.scale, device) if options.vae else load_factory(options.encoder)
+    key, spec = ("--vae", options.vae) if options.vae else ("--encoder", options.encoder)
+    try:
+        encoder = move_to(load_autoencoder(spec, options.scale, key, operations=("encode",)), device)
+    except ConfigurationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     files, labels, classes = list_images(Path(options.data))
     if not files:
         print(f"error: --data = {options.data}: a folder of class folders holding images", file=sys.stderr)
@@ -123,6 +109,7 @@ def main(arguments: list[str] | None = None) -> int:
             "shard_size": options.shard_size,
             "image_size": options.image_size,
             "scale": options.scale,
+            "autoencoder": str(Path(spec).expanduser().resolve()) if options.vae else spec,
         }
         write_atomically(out / "index.json", (json.dumps(index, indent=2) + "\n").encode())
     num_shards = -(-len(files) // options.shard_size)

@@ -8,7 +8,9 @@ samples do not depend on the batch size or on the number of processes (``--devic
 processes; under torchrun the processes torchrun started are used). The seeds are cut into shards
 of ``--shard-size``; rank r writes shards r, r + W, ...; a shard already on disk is skipped, so an
 interrupted run continues where it stopped when started again with the same settings. The output
-layout is described in ``si_lightning.commands.outputs``.
+layout is described in ``si_lightning.commands.outputs``. A latent model's samples are decoded by its
+autoencoder (``--decoder``, by default the one the checkpoint records) before anything is written;
+see ``si_lightning.commands.decoding``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from tqdm import tqdm
 from si_lightning.callbacks.generation import batched, rank_indices, sample_with_labels
 from si_lightning.callbacks.tracking import git_state
 from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
+from si_lightning.commands.decoding import DecoderSpec, choose_decoder, decoded_shape
 from si_lightning.commands.outputs import (
     assemble_samples,
     clear_outputs,
@@ -54,6 +57,8 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--labels", help="class labels cycled over the samples (e.g. 3 or 0,1,2); default seed mod K")
     parse.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale w (class-conditional)")
     parse.add_argument("--inputs", help="directory of conditioning inputs for a data-dependent coupling")
+    parse.add_argument("--decoder", help="latent models: AutoencoderKL folder, module:factory or none")
+    parse.add_argument("--scale", type=float, help="latent scale of a --decoder folder (default: recorded)")
     parse.add_argument("--out", required=True, help="output directory")
     parse.add_argument("--batch-size", type=int, default=64, help="samples per network call on each process")
     parse.add_argument("--shard-size", type=int, default=1000, help="samples per shard file (the unit of resuming)")
@@ -108,6 +113,8 @@ class SamplePlan:
     num_classes: int
     guidance_scale: float | None
     data_shape: tuple[int, ...]
+    decoder: DecoderSpec | None
+    output_shape: tuple[int, ...]  # data_shape, or the image shape the decoder turns a latent into
     out: str
     batch_size: int
     shard_size: int
@@ -172,6 +179,8 @@ def make_plan(options: argparse.Namespace) -> SamplePlan:
     num_classes = int(getattr(module.backbone, "num_classes", 0) or 0)
     labels = parse_labels(options.labels, num_classes, options.guidance_scale)
     data_shape = tuple(int(size) for size in module.backbone.data_shape)
+    decoder = choose_decoder(options.decoder, options.scale, options.ckpt, data_shape)
+    output_shape = decoded_shape(decoder, data_shape)
     checkpoint_hash = file_sha256(Path(options.ckpt))
     settings = {
         "checkpoint_sha256": checkpoint_hash,
@@ -183,6 +192,8 @@ def make_plan(options: argparse.Namespace) -> SamplePlan:
         "shard_size": options.shard_size,
         "data_shape": list(data_shape),
     }
+    if decoder is not None:
+        settings["decoder"] = decoder.as_dict()
     check_output_directory(Path(options.out), settings, options.overwrite)
     return SamplePlan(
         checkpoint=str(options.ckpt),
@@ -193,10 +204,12 @@ def make_plan(options: argparse.Namespace) -> SamplePlan:
         num_classes=num_classes,
         guidance_scale=options.guidance_scale,
         data_shape=data_shape,
+        decoder=decoder,
+        output_shape=output_shape,
         out=str(options.out),
         batch_size=options.batch_size,
         shard_size=options.shard_size,
-        write_png=is_image_shape(data_shape) and not options.no_png,
+        write_png=is_image_shape(output_shape) and not options.no_png,
         keep_shards=options.keep_shards,
         overwrite=options.overwrite,
         quiet=options.quiet,
@@ -217,6 +230,7 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
     module = load_model(plan.checkpoint, plan.weights).to(processes.device)
     sampler = plan.sampler.build()
     fields = module.fields(ema=True, guidance_scale=plan.guidance_scale)
+    decoder = None if plan.decoder is None else plan.decoder.build(processes.device)
     pending = [
         shard
         for shard in rank_indices(plan.num_shards, processes.rank, processes.world_size)
@@ -239,7 +253,7 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
                 batch_seeds = [plan.seeds[position] for position in batch]
                 labels = plan.labels_for(batch)
                 result = sample_with_labels(fields, sampler, batch_seeds, plan.data_shape, processes.device, labels)
-                chunks.append(result.x.float().cpu())
+                chunks.append((result.x if decoder is None else decoder.decode(result.x)).float().cpu())
                 nfe += result.nfe * len(batch)
                 progress.update(len(batch) * processes.world_size)  # every process runs at about this rate
             samples = torch.cat(chunks)
@@ -262,13 +276,14 @@ def run_sampling(plan: SamplePlan, processes: Processes) -> None:
     processes.barrier()
     if not processes.is_main:
         return
-    totals = assemble_samples(out, plan.num_shards, plan.data_shape)
+    totals = assemble_samples(out, plan.num_shards, plan.output_shape)
     record = {
         "status": "complete",
         "settings": plan.settings,
         "checkpoint": str(Path(plan.checkpoint).resolve()),
         "num_samples": totals["count"],
         "nfe_per_sample": totals["nfe_total"] / totals["count"],
+        "decoder": None if plan.decoder is None else plan.decoder.as_dict(),
         "processes": processes.world_size,
         "device": processes.device.type,
         "seconds_last_session": round(time.time() - started, 3),

@@ -232,6 +232,14 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
         labels = labels if self.dataset_classes else None
         return self.coupling(x1, labels, self.evaluation_generator(x1.device, index))
 
+    def mirror(self, x1: Tensor, mirrored: Tensor) -> Tensor:
+        """The training flip: x1 (B, ..., W) with the samples where ``mirrored`` (B,) bool is true mirrored left-right.
+
+        Data whose mirror image is not ``x1.flip(-1)`` (autoencoder latents) override this, with a
+        training set that yields what the choice needs.
+        """
+        return torch.where(mirrored.view(-1, *([1] * (x1.dim() - 1))), x1.flip(-1), x1)
+
     def couple_training_batch(self, x1: Tensor, labels: Tensor, index: Tensor, seed: int) -> Batch:
         """Flip and couple a training batch with the generator of its global batch (see the module docstring)."""
         generator = torch.Generator(device=x1.device).manual_seed(seed)
@@ -242,8 +250,7 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
             labels = self.trainer.strategy.all_gather(labels).flatten(0, 1)
         x1 = to_model_input(x1)
         if self.flip_training:
-            mirrored = torch.rand(x1.shape[0], generator=generator, device=x1.device) < 0.5
-            x1 = torch.where(mirrored.view(-1, *([1] * (x1.dim() - 1))), x1.flip(-1), x1)
+            x1 = self.mirror(x1, torch.rand(x1.shape[0], generator=generator, device=x1.device) < 0.5)
         batch = self.coupling(x1, labels if self.dataset_classes else None, generator)
         if not gather:
             return batch

@@ -15,14 +15,22 @@ from tests.experiments.test_smoke import EXPERIMENTS, run
 SCRIPT = EXPERIMENTS / "sit-imagenet256" / "precompute_latents.py"
 
 
-class TinyAutoencoder:
-    """A fixed linear 'encoder': 2x2 average pooling then a seeded 1x1 convolution to 4 channels."""
+class TinyAutoencoder(torch.nn.Module):
+    """A fixed linear stand-in autoencoder: 2x2 average pooling then a seeded 1x1 convolution to 4 channels;
+    decode: a seeded 1x1 convolution back to 3 channels, then a nearest 2x upsampling (8 x 8 -> 4 x 4 -> 8 x 8)."""
 
     def __init__(self) -> None:
-        self.weight = torch.randn(4, 3, 1, 1, generator=torch.Generator().manual_seed(0))
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        self.register_buffer("weight", torch.randn(4, 3, 1, 1, generator=generator))
+        self.register_buffer("decoder_weight", torch.randn(3, 4, 1, 1, generator=generator) / 2)
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.conv2d(torch.nn.functional.avg_pool2d(images, 2), self.weight)
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        images = torch.nn.functional.conv2d(latents, self.decoder_weight)
+        return torch.nn.functional.interpolate(images, scale_factor=2, mode="nearest")
 
 
 def write_image_folder(root, per_class: int = 4) -> None:
