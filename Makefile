@@ -17,12 +17,13 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Two workers, one per core of the CI machine; a file stays on one worker (its module fixtures run once).
+# Two workers, one per core of the CI machine; tests are spread one by one, except the groups of
+# tests/conftest.py that share an expensive fixture (it runs once, on one worker).
 test: lint
-	$(PYTHON) -m pytest -n 2 --dist loadfile
+	$(PYTHON) -m pytest -n 2 --dist loadgroup
 
 test-quick: lint
-	$(PYTHON) -m pytest -n 2 --dist loadfile -m "not slow" -x -q
+	$(PYTHON) -m pytest -n 2 --dist loadgroup -m "not slow" -x -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

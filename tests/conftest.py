@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -54,3 +56,24 @@ def mixture_2d(interpolant: Interpolant, dtype: torch.dtype = torch.float64) -> 
 @pytest.fixture
 def generator() -> torch.Generator:
     return torch.Generator().manual_seed(1234)
+
+
+# `make test` runs two workers with --dist loadgroup: every test is scheduled on its own, except
+# those sharing an expensive module- or session-scoped fixture (a training run through the
+# executable, Inception weights), which stay together on one worker so the fixture runs once.
+SHARED_FIXTURE_GROUPS = {
+    "tests/commands/": "commands",
+    "tests/integration/test_jobs.py": "jobs",
+    "tests/integration/test_wandb.py": "wandb",
+    "tests/test_metrics_digits.py": "metrics-digits",
+    "tests/test_metrics_inception.py": "metrics-inception",
+}
+REPOSITORY = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        relative = item.path.resolve().relative_to(REPOSITORY).as_posix()
+        for prefix, group in SHARED_FIXTURE_GROUPS.items():
+            if relative.startswith(prefix):
+                item.add_marker(pytest.mark.xdist_group(group))
