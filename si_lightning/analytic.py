@@ -157,6 +157,19 @@ class GaussianMixture:
         parts, c = self._components(torch.as_tensor(t), x)
         return self._mix(parts, self._component_velocities(parts, c)), self._mix(parts, self._component_scores(parts))
 
+    def velocity_plus_score(self, t: Tensor | float, x: Tensor, weight: Tensor | float) -> Tensor:
+        """b + weight s (weight 0-d or (batch,)): (batch, d), at the cost of b alone.
+
+        b_j and s_j are rotations back of diagonal scalings of the same residual, so
+        b_j + w s_j = m_j' + U_j [((1/2) C_j' - w) / C_j (rotated residual)]: one rotation back, not two.
+        """
+        parts, c = self._components(torch.as_tensor(t), x)
+        weight = torch.as_tensor(weight, dtype=x.dtype, device=x.device)
+        weight = weight.reshape(-1, 1, 1) if weight.dim() == 1 else weight
+        centre_rates = c.alpha_dot[:, None, None] * self.base_mean + c.beta_dot[:, None, None] * self.means
+        scaled = (0.5 * parts.variance_rate - weight) / parts.variance * parts.rotated
+        return self._mix(parts, centre_rates + self._rotate_back(scaled))
+
     def data(self, t: Tensor | float, x: Tensor) -> Tensor:
         """eta_1 = E[x1 | x_t = x] = sum_j w_j (mu_j + beta S_j C_j^{-1} (x - m_j)): (batch, d)."""
         parts, c = self._components(torch.as_tensor(t), x)

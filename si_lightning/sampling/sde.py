@@ -95,8 +95,7 @@ class MeanStep(LastStep):
     """x + h b_F(t, x) = x + h (b + eps s): the SDE step without its noise."""
 
     def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
-        velocity, score = fields.velocity_and_score(batch_time(t, x.shape[0]), x, cond)
-        return x + step * (velocity + eps * score)
+        return x + step * fields.velocity_plus_score(batch_time(t, x.shape[0]), x, cond, eps)
 
 
 class TweedieStep(LastStep):
@@ -223,8 +222,7 @@ class SDESampler:
         direction = 1.0 if forward else -1.0
 
         def drift(t: Tensor, state: Tensor, eps_t: Tensor) -> Tensor:
-            velocity, score = counted.velocity_and_score(batch_time(t, state.shape[0]), state, cond)
-            return velocity + direction * eps_t * score
+            return counted.velocity_plus_score(batch_time(t, state.shape[0]), state, cond, direction * eps_t)
 
         monitor = FiniteMonitor(x.device)
         for index in range(self.steps):
