@@ -3,6 +3,11 @@
 The temporary file lives in the target's own directory, so the final ``os.replace`` is a rename on
 one filesystem (never a copy from TMPDIR, which a kill could leave truncated). The file gets the
 permissions any new file of the process gets (0o666 less the umask), not ``mkstemp``'s 0o600.
+
+A kill during a write leaves its temporary file behind (a whole checkpoint's size). Temporary files
+are named ``.{target}.{host}.{pid}.{random}.tmp``; after each successful write of a target, those
+of the same target left by a process of this host that no longer runs are removed (a writer on
+another host, or one still running, is never touched).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -57,7 +63,8 @@ def open_atomically(path: Path) -> Iterator[BinaryIO]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    prefix = f".{path.name}.{socket.gethostname()}.{os.getpid()}."
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(handle, "wb") as file:
             yield file
@@ -69,6 +76,35 @@ def open_atomically(path: Path) -> Iterator[BinaryIO]:
         Path(temporary).unlink(missing_ok=True)
         raise
     _sync_directory(path.parent)
+    remove_stale_temporaries(path)
+
+
+def _process_is_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files of ``path`` left by killed writers on this host; returns them."""
+    host, removed = socket.gethostname(), []
+    start = f".{path.name}."
+    for entry in path.parent.iterdir():
+        name = entry.name
+        if not (name.startswith(start) and name.endswith(".tmp")):
+            continue
+        parts = name[len(start) : -len(".tmp")].rsplit(".", 2)  # host (may hold dots), pid, random part
+        if len(parts) != 3 or parts[0] != host or not parts[1].isdigit():
+            continue
+        pid = int(parts[1])
+        if pid != os.getpid() and not _process_is_running(pid):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def write_atomically(path: Path, content: bytes | memoryview) -> Path:

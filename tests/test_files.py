@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import socket
 import stat
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -73,3 +76,20 @@ def test_checkpoint_io_round_trip_loads_with_weights_only(tmp_path):
     io.save_checkpoint(checkpoint, tmp_path / "a" / "step.ckpt")
     loaded = torch.load(tmp_path / "a" / "step.ckpt", weights_only=True)
     assert loaded["global_step"] == 7 and torch.equal(loaded["state_dict"]["w"], checkpoint["state_dict"]["w"])
+
+
+def test_a_write_removes_what_killed_writers_of_the_same_file_left(tmp_path):
+    """A temporary of this host from a process that no longer runs goes; a running writer's, another host's,
+    and another file's stay."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(finished.stdout)  # a process that has ended (its pid is not reused within this test)
+    host = socket.gethostname()
+    stale = tmp_path / f".last.ckpt.{host}.{dead}.abc123.tmp"
+    running = tmp_path / f".last.ckpt.{host}.{os.getppid()}.def456.tmp"
+    remote = tmp_path / f".last.ckpt.other-node.{dead}.ghi789.tmp"
+    other_file = tmp_path / f".step.ckpt.{host}.{dead}.jkl012.tmp"
+    for leftover in (stale, running, remote, other_file):
+        leftover.write_bytes(b"half a checkpoint")
+    AtomicCheckpointIO().save_checkpoint({"global_step": 1}, tmp_path / "last.ckpt")
+    left = sorted(entry.name for entry in tmp_path.iterdir())
+    assert left == sorted(["last.ckpt", running.name, remote.name, other_file.name])
