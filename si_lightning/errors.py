@@ -2,8 +2,9 @@
 
 A ``ConfigurationError`` names the setting (its full dotted key), the value given and what was
 expected; the command prints it as ``error: <key> = <value>: <expected>`` and exits with status 2.
-Any other failure at run time exits with status 1 after one ``error: ...`` line. The traceback is
-printed too with ``--debug`` on the command line or ``SI_LIGHTNING_DEBUG=1`` in the environment.
+Any other failure at run time exits with status 1 after one ``error: ...`` line; Ctrl-C with 130.
+The traceback is printed too with ``--debug`` on the command line or ``SI_LIGHTNING_DEBUG=1`` in the
+environment.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, TextIO
 EXIT_SUCCESS = 0
 EXIT_RUNTIME_ERROR = 1
 EXIT_CONFIGURATION_ERROR = 2
+EXIT_INTERRUPTED = 128 + 2  # the shell's status for a process ended by SIGINT (Ctrl-C)
 
 DEBUG_FLAG = "--debug"
 DEBUG_ENVIRONMENT_VARIABLE = "SI_LIGHTNING_DEBUG"
@@ -70,9 +72,9 @@ def run_reporting_errors(command: Callable[[], int | None], debug: bool = False,
     except ConfigurationError as error:
         _report(error, f"error: {error.key} = {error.value!r}: {one_line(error.expected)}", debug, stream)
         return EXIT_CONFIGURATION_ERROR
-    except KeyboardInterrupt as error:
+    except KeyboardInterrupt as error:  # Ctrl-C outside training (training stops with a checkpoint instead)
         _report(error, "error: interrupted", debug, stream)
-        return EXIT_RUNTIME_ERROR
+        return EXIT_INTERRUPTED
     except Exception as error:  # noqa: BLE001 - every failure becomes an exit status and one line
         hint = "" if debug else f" (rerun with {DEBUG_FLAG} for the traceback)"
         _report(error, f"error: {type(error).__name__}: {one_line(str(error))}{hint}", debug, stream)

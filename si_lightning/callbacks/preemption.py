@@ -1,4 +1,4 @@
-"""Preemption: SIGTERM (and SIGUSR1 under SLURM) ends the run with a checkpoint at the current step.
+"""Preemption: SIGTERM (SIGUSR1 under SLURM, a first Ctrl-C) ends the run with a checkpoint at the current step.
 
 Lightning's own SIGTERM handler only raises a clean exit (status 0) at the next batch and saves
 nothing. Here the signal is noted by Lightning's handler (``trainer.received_sigterm``), the
@@ -26,6 +26,7 @@ import sys
 import threading
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -54,7 +55,7 @@ def checkpoint_directory(trainer: pl.Trainer) -> Path:
 
 
 class Preemption(Callback):
-    """Checkpoint at the current step when the run is stopped by SIGTERM (or SIGUSR1 under SLURM).
+    """Checkpoint at the current step when the run is stopped by SIGTERM (SIGUSR1 under SLURM, a first Ctrl-C).
 
     Args:
         requeue: under SLURM, requeue the job (``scontrol requeue``) after the checkpoint of a SIGUSR1.
@@ -66,6 +67,7 @@ class Preemption(Callback):
         self.signal_received: int | None = None
         self.checkpoint_path: Path | None = None
         self._trainer: pl.Trainer | None = None
+        self._previous_interrupt_handler: Any = None
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Lightning has registered its handlers by now; under SLURM SIGUSR1 becomes a stop like SIGTERM."""
@@ -83,6 +85,24 @@ class Preemption(Callback):
                 previous(signum, frame)
 
         signal.signal(signal.SIGTERM, note_sigterm)
+        self._previous_interrupt_handler = signal.signal(signal.SIGINT, self._stop_on_interrupt)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Give Ctrl-C back its previous meaning once the trainer is done."""
+        previous, self._previous_interrupt_handler = self._previous_interrupt_handler, None
+        if previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, previous)
+
+    def _stop_on_interrupt(self, signum: int, frame: FrameType | None) -> None:
+        """The first Ctrl-C stops like SIGTERM (a checkpoint of the current step, status 130); a second one
+        raises KeyboardInterrupt at once."""
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(
+            "si-lightning: interrupted; stopping after this step with a checkpoint (Ctrl-C again to quit now)",
+            file=sys.stderr,
+            flush=True,
+        )
+        self._stop_on_signal(signum, frame)
 
     def _stop_on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.signal_received = signum

@@ -109,17 +109,20 @@ def test_kill_9_mid_epoch_then_resume_reproduces_every_step(tmp_path, uninterrup
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_sigterm_writes_a_checkpoint_at_that_step_and_exits_non_zero(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "ctrl-c"])
+def test_sigterm_writes_a_checkpoint_at_that_step_and_exits_non_zero(tmp_path, signum):
     config = training_config(tmp_path, tmp_path / "runs", every=1000)  # no periodic checkpoint in the way
     process = start([str(EXECUTABLE), *digits_arguments(config, 100_000)], tmp_path)
     version = tmp_path / "runs" / "digits" / "version_0"
-    wait_for(lambda: (version / "config.yaml").exists(), process, timeout=600)  # written at setup
-    time.sleep(random.uniform(2.0, 6.0))  # then a random step
-    os.kill(process.pid, signal.SIGTERM)
+    wait_for(lambda: (version / "metrics.csv").exists(), process, timeout=600)  # the first step is logged
+    time.sleep(random.uniform(0.5, 4.0))  # then a random step
+    os.kill(process.pid, signum)
     completed = finish(process, timeout=300)
-    assert completed.returncode == 128 + signal.SIGTERM, completed.stderr[-3000:]
+    assert completed.returncode == 128 + signum, completed.stderr[-3000:]
+    if signum == signal.SIGINT:
+        assert "stopping after this step with a checkpoint (Ctrl-C again to quit now)" in completed.stderr
     line = last_line(completed.stderr)
-    assert line.startswith("si-lightning: stopped by SIGTERM at global step "), line
+    assert line.startswith(f"si-lightning: stopped by {signal.Signals(signum).name} at global step "), line
     step = int(line.split("global step ")[1].split(";")[0])
     path = version / "checkpoints" / "last.ckpt"
     assert line.endswith(f"checkpoint written to {path}"), line
