@@ -17,13 +17,14 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-# Two workers, one per core of the CI machine; tests are spread one by one, except the groups of
+# Two workers, one per core of the CI machine, one thread each (more threads than cores make OpenMP's
+# waiting threads spin against each other); tests are spread one by one, except the groups of
 # tests/conftest.py that share an expensive fixture (it runs once, on one worker).
 test: lint
-	$(PYTHON) -m pytest -n 2 --dist loadgroup
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadgroup
 
 test-quick: lint
-	$(PYTHON) -m pytest -n 2 --dist loadgroup -m "not slow" -x -q
+	OMP_NUM_THREADS=1 $(PYTHON) -m pytest -n 2 --dist loadgroup -m "not slow" -x -q
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
