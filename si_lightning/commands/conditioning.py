@@ -254,19 +254,19 @@ def conditioning_for(options: Any, module: InterpolantModule, spec: SamplerSpec)
     config = Path(options.data_config) if options.data_config else run_config_path(options.ckpt)
     coupling = read_coupling(config, key)
     check_coupling(coupling, module, data_shape, str(config), key)
-    check_sampler(spec, module)
+    check_sampler(spec, module, options.sampler)
     images = scan_inputs(options.inputs)
     kind = input_kind(images, coupling, data_shape, options.inputs)
     return Conditioning(images, coupling, kind, str(config.resolve()))
 
 
-def check_sampler(spec: SamplerSpec, module: InterpolantModule) -> None:
+def check_sampler(spec: SamplerSpec, module: InterpolantModule, name: str) -> None:
     """An SDE needs the score, which a model with a data-dependent base may not define."""
     if spec.class_path.endswith("SDESampler"):
         fields = module.fields()
         if not fields.has_score:
             raise ConfigurationError(
-                "--sampler", spec.as_dict(), f"an ODE sampler (ode-heun-50, dopri5, ...): {fields.missing_score_reason}"
+                "--sampler", name, f"an ODE sampler (ode-heun-50, dopri5, ...): {fields.missing_score_reason}"
             )
 
 
