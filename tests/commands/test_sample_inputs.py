@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from si_lightning.callbacks.generation import HeldOutData, coupling_generators
+from si_lightning.commands import evaluate as evaluate_command
 from si_lightning.commands import sample as sample_command
 from si_lightning.commands.checkpoints import load_model
 from si_lightning.commands.outputs import npz_bytes
@@ -241,3 +242,8 @@ def test_bad_inputs_are_one_line_and_exit_2(superres_checkpoint, digits_checkpoi
     size_line = capsys.readouterr().err
     assert "8x8 with 1 channel (clean" in size_line and "4x4 with 1 channel (low-resolution" in size_line
     assert "got 6x6 with 1 channel" in size_line
+    # evaluate cannot draw a restoration model's samples from seeds alone: it points at sample --inputs.
+    arguments = ["--ckpt", str(superres_checkpoint), "--num-samples", "4", "--extractor", "digits", *out]
+    assert evaluate_command.main(arguments) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --ckpt = ") and "sample --inputs" in lines[0]
