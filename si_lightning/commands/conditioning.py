@@ -53,7 +53,15 @@ from si_lightning.commands.inputs import (
     read_picture,
     run_config_path,
 )
-from si_lightning.commands.outputs import INPUTS, INPUTS_NPZ, SAMPLES, SHARDS, npz_bytes, write_pngs
+from si_lightning.commands.outputs import (
+    INPUTS,
+    INPUTS_NPZ,
+    SAMPLES,
+    SHARDS,
+    is_image_shape,
+    npz_bytes,
+    write_pngs,
+)
 from si_lightning.commands.samplers import SamplerSpec
 from si_lightning.commands.seeds import choose_seeds
 from si_lightning.condition import Condition
@@ -66,7 +74,6 @@ from si_lightning.module import InterpolantModule
 from si_lightning.sampling import Fields, SampleResult
 
 INPUTS_EXPECTED = "a folder of images (.png, .jpg, ...) or an .npz with arr_0: uint8 (N, H, W, C)"
-INPUT_KINDS = ("clean", "low-resolution")
 
 
 # --------------------------------------------------------------------------------- the images
@@ -250,6 +257,8 @@ def conditioning_for(options: Any, module: InterpolantModule, spec: SamplerSpec)
             "--inputs", options.inputs, "unset: the checkpoint has a Gaussian base x0 ~ N(0, I) and takes no inputs"
         )
     data_shape = tuple(int(size) for size in module.backbone.data_shape)
+    if not is_image_shape(data_shape):
+        raise ConfigurationError("--inputs", options.inputs, f"unset: the model's data {data_shape} are not images")
     key = "--data-config" if options.data_config else "--ckpt"
     config = Path(options.data_config) if options.data_config else run_config_path(options.ckpt)
     coupling = read_coupling(config, key)
@@ -275,14 +284,28 @@ def check_sampler(spec: SamplerSpec, module: InterpolantModule, name: str) -> No
 Prepared = tuple[Tensor, Condition, Tensor, Tensor | None]
 
 
+def super_resolution_picture(coupling: SuperResolution, batch: Batch) -> tuple[Tensor, None]:
+    """D(x1) (n, C, H / factor, W / factor): the low-resolution image the model sees (through U)."""
+    return coupling.downsample(batch.x1), None
+
+
+def inpainting_picture(coupling: Inpainting, batch: Batch) -> tuple[Tensor, Tensor]:
+    """xi x1 (n, C, H, W), hidden pixels at 0, and the keep-mask xi (n, 1, H, W)."""
+    return batch.cond.keep * batch.x1, batch.cond.keep
+
+
+# What a clean input was conditioned on, as a picture, and a keep-mask (None when there is none).
+CONDITION_PICTURES: dict[type[Coupling], Callable[[Any, Batch], tuple[Tensor, Tensor | None]]] = {
+    SuperResolution: super_resolution_picture,
+    Inpainting: inpainting_picture,
+}
+
+
 def condition_picture(coupling: Coupling, batch: Batch) -> tuple[Tensor, Tensor | None]:
-    """What a clean input was conditioned on, as a picture, and in-painting's keep-mask (None otherwise)."""
+    """The coupling's picture of the condition (``CONDITION_PICTURES``), else its degraded input."""
     inner = image_coupling(coupling)
-    if isinstance(inner, SuperResolution):
-        return inner.downsample(batch.x1), None
-    if isinstance(inner, Inpainting):
-        return batch.cond.keep * batch.x1, batch.cond.keep
-    return coupling.degraded(batch), None
+    picture = CONDITION_PICTURES.get(type(inner))
+    return (coupling.degraded(batch), None) if picture is None else picture(inner, batch)
 
 
 def prepare_clean(coupling: Coupling, images: Tensor, labels: Tensor | None, seeds: Sequence[int]) -> Prepared:
@@ -368,7 +391,7 @@ def remove_input_shards(directory: Path, num_shards: int) -> None:
 
 
 __all__ = [
-    "INPUT_KINDS",
+    "PREPARE",
     "Conditioner",
     "Conditioning",
     "InputImages",
