@@ -70,8 +70,7 @@ def assert_same_up_to_batched_kernels(out: Path, reference: Path) -> None:
     assert difference.max() <= 1 and (difference > 0).mean() <= 1e-3
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(600)
+@pytest.mark.timeout(600)  # about 25 s: the fit of the fixture and one run of the executable
 def test_super_resolution_restores_each_input_as_the_training_evaluation_does(superres_checkpoint, tmp_path):
     digits = held_out_digits()
     inputs = write_folder(tmp_path / "clean", digits)
