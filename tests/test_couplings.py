@@ -240,3 +240,18 @@ def test_super_resolution_mean_preserves_block_averages():
     x1 = images(batch=2, size=8)
     coupling = SuperResolution(factor=2, sigma=0.0, mode="nearest")
     torch.testing.assert_close(F.avg_pool2d(coupling.low_resolution(x1), 2), F.avg_pool2d(x1, 2))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "bilinear"])
+def test_super_resolution_from_a_given_low_resolution_image_equals_coupling_its_high_resolution_one(mode):
+    coupling = SuperResolution(factor=4, sigma=0.3, mode=mode)
+    x1 = images(batch=3)
+    batch = coupling(x1, generator=seeded(7))
+    x0, cond = coupling.couple_low_resolution(coupling.downsample(x1), seeded(7))
+    # Same U(D(x1)) and the same zeta: equal to the last bit, and U(low) is (batch, C, H, W).
+    torch.testing.assert_close(x0, batch.x0, rtol=0, atol=0)
+    torch.testing.assert_close(cond.channels, batch.cond.channels, rtol=0, atol=0)
+    zeta = (x0 - coupling.upsample(coupling.downsample(x1))) / 0.3
+    assert_standard_normal(zeta)
+    with pytest.raises(ValueError, match="low-resolution images must be a floating tensor"):
+        coupling.couple_low_resolution(torch.zeros(3, 4, 4, dtype=torch.uint8))

@@ -187,10 +187,21 @@ class HeldOutData:
                     labels = torch.tensor(seed_labels([seed], self.coupling.num_classes, choice), device=device)
                 else:
                     labels = self.labels[item : item + 1].to(device)
-            degradation = torch.Generator(device=device).manual_seed(derived_seed("coupling", seed))
-            noise = torch.Generator(device=device).manual_seed(derived_seed("coupling-noise", seed, draw))
-            batches.append(self.coupling(x1, labels, degradation, noise_generator=noise))
+            batches.append(coupled_input(self.coupling, x1, labels, seed, draw))
         return Batch.concatenate(batches)
+
+
+def coupling_generators(seed: int, device: torch.device, draw: int = 0) -> tuple[torch.Generator, torch.Generator]:
+    """(degradation, noise) generators of sample seed ``seed``: the mask from the seed, zeta from (seed, draw)."""
+    degradation = torch.Generator(device=device).manual_seed(derived_seed("coupling", seed))
+    noise = torch.Generator(device=device).manual_seed(derived_seed("coupling-noise", seed, draw))
+    return degradation, noise
+
+
+def coupled_input(coupling: Coupling, x1: Tensor, labels: Tensor | None, seed: int, draw: int = 0) -> Batch:
+    """One image x1 (1, ...) through ``coupling`` with the randomness of sample seed ``seed`` alone."""
+    degradation, noise = coupling_generators(seed, x1.device, draw)
+    return coupling(x1, labels, degradation, noise_generator=noise)
 
 
 def held_out_data(datamodule: Any, count: int, seed: int, split: str = "val") -> HeldOutData:

@@ -161,6 +161,13 @@ def run(arguments: list[str]) -> int:
     if "nll" in metrics and module is None:
         raise ConfigurationError("--metrics", options.metrics, "nll only with --ckpt (it needs the model)")
     image_wanted = [metric for metric in metrics if metric in IMAGE_METRICS] or (["fid"] if options.sweep else [])
+    if image_wanted and module is not None and module.interpolant.gaussian_base is False:
+        raise ConfigurationError(
+            "--ckpt",
+            options.ckpt,
+            "a model with a Gaussian base: this one restores images (a data-dependent coupling); sample it with "
+            "si-lightning sample --inputs DIR --out OUT, then evaluate --samples OUT --reference DIR",
+        )
     extractor = None
     if image_wanted:
         if options.extractor not in FEATURE_EXTRACTORS:

@@ -31,29 +31,42 @@ def image_files(directory: Path) -> list[Path]:
     return sorted(path for path in directory.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def picture_channels(mode: str) -> int:
+    """Channels an image of PIL ``mode`` is read with: 1 for grayscale (L), 3 otherwise (converted to RGB)."""
+    return 1 if mode == "L" else 3
+
+
+def read_picture(file: Path) -> np.ndarray:
+    """uint8 (H, W, C) of one image file: grayscale kept as one channel, every other mode as RGB."""
+    with Image.open(file) as picture:
+        array = np.asarray(picture.convert("RGB") if picture.mode not in ("L", "RGB") else picture)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def read_npz_images(path: Path, key: str) -> np.ndarray:
+    """arr_0 of an .npz in ADM's layout: uint8 (N, H, W, C)."""
+    with np.load(path) as content:
+        if "arr_0" not in content.files:
+            raise ConfigurationError(key, str(path), "an .npz with arr_0: uint8 (N, H, W, C) (ADM's layout)")
+        array = content["arr_0"]
+    if array.dtype != np.uint8 or array.ndim != 4:
+        raise ConfigurationError(key, str(path), f"arr_0 uint8 (N, H, W, C); got {array.dtype} {array.shape}")
+    return array
+
+
 def read_images(path: str | Path, key: str) -> Tensor:
     """uint8 (N, C, H, W) images from a folder of image files, an .npz or a ``sample`` output directory."""
     path = Path(path)
     if path.is_dir() and (path / SAMPLES).is_file():
         path = path / SAMPLES
     if path.is_file() and path.suffix == ".npz":
-        with np.load(path) as content:
-            if "arr_0" not in content.files:
-                raise ConfigurationError(key, str(path), "an .npz with arr_0: uint8 (N, H, W, C) (ADM's layout)")
-            array = content["arr_0"]
-        if array.dtype != np.uint8 or array.ndim != 4:
-            raise ConfigurationError(key, str(path), f"arr_0 uint8 (N, H, W, C); got {array.dtype} {array.shape}")
-        return torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
+        return torch.from_numpy(read_npz_images(path, key)).permute(0, 3, 1, 2).contiguous()
     if not path.is_dir():
         raise ConfigurationError(key, str(path), "a folder of images, a sample output directory or an .npz")
     files = image_files(path)
     if len(files) < 2:
         raise ConfigurationError(key, str(path), "a folder holding at least 2 images (.png, .jpg, ...)")
-    pictures = []
-    for file in files:
-        with Image.open(file) as picture:
-            array = np.asarray(picture.convert("RGB") if picture.mode not in ("L", "RGB") else picture)
-        pictures.append(array[..., None] if array.ndim == 2 else array)
+    pictures = [read_picture(file) for file in files]
     if len({picture.shape for picture in pictures}) != 1:
         raise ConfigurationError(key, str(path), "images that all have one size and channel count")
     return torch.from_numpy(np.stack(pictures)).permute(0, 3, 1, 2).contiguous()

@@ -6,6 +6,8 @@ Layout of an output directory::
     shards/shard-000000.pt      float32 samples of seeds [0, S), their labels and summed NFE
     images/000000/000000.png    one PNG per image sample, named by seed, 1,000 seeds per sub-folder
     samples.npz                 arr_0: uint8 (N, H, W, C) (float32 (N, D) for non-image data); arr_1: labels
+    inputs/000000/000000.png    with ``--inputs``: what each sample was conditioned on (``conditioning``)
+    inputs.npz                  with ``--inputs``: those images in seed order (and in-painting's masks)
 
 A shard file is written atomically after its PNGs, so a shard that exists is complete and is
 skipped on a rerun. ``samples.npz`` is assembled from the shards at the end, as a zip whose entries
@@ -33,6 +35,8 @@ RECORD = "record.json"
 SAMPLES = "samples.npz"
 SHARDS = "shards"
 IMAGES = "images"
+INPUTS = "inputs"
+INPUTS_NPZ = "inputs.npz"
 FIXED_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -40,9 +44,9 @@ def shard_path(directory: Path, shard: int) -> Path:
     return directory / SHARDS / f"shard-{shard:06d}.pt"
 
 
-def image_path(directory: Path, seed: int) -> Path:
-    """EDM's layout: seed 12345 goes to images/012000/012345.png."""
-    return directory / IMAGES / f"{seed - seed % 1000:06d}" / f"{seed:06d}.png"
+def image_path(directory: Path, seed: int, folder: str = IMAGES) -> Path:
+    """EDM's layout: seed 12345 goes to images/012000/012345.png (``folder``/012000/012345.png)."""
+    return directory / folder / f"{seed - seed % 1000:06d}" / f"{seed:06d}.png"
 
 
 def is_image_shape(data_shape: tuple[int, ...]) -> bool:
@@ -54,12 +58,13 @@ def to_uint8_hwc(samples: Tensor) -> np.ndarray:
     return quantize_to_uint8(samples).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
 
-def write_pngs(directory: Path, seeds: list[int], samples: Tensor) -> None:
+def write_pngs(directory: Path, seeds: list[int], samples: Tensor, folder: str = IMAGES) -> None:
+    """One PNG per image (N, C, H, W) in [-1, 1], named by its seed, under ``folder``."""
     for seed, image in zip(seeds, to_uint8_hwc(samples), strict=True):
         picture = Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image)
         buffer = io.BytesIO()
         picture.save(buffer, format="PNG")
-        write_atomically(image_path(directory, seed), buffer.getvalue())
+        write_atomically(image_path(directory, seed, folder), buffer.getvalue())
 
 
 def write_shard(
@@ -125,11 +130,11 @@ def write_record(directory: Path, record: dict[str, Any]) -> None:
 
 def clear_outputs(directory: Path) -> None:
     """Remove what an earlier run wrote here (for ``--overwrite``); other files are left alone."""
-    for name in (SHARDS, IMAGES):
+    for name in (SHARDS, IMAGES, INPUTS):
         shutil.rmtree(directory / name, ignore_errors=True)
-    for name in (SAMPLES, RECORD):
+    for name in (SAMPLES, RECORD, INPUTS_NPZ):
         (directory / name).unlink(missing_ok=True)
 
 
 def holds_samples(directory: Path) -> bool:
-    return any((directory / name).exists() for name in (SHARDS, IMAGES, SAMPLES, RECORD))
+    return any((directory / name).exists() for name in (SHARDS, IMAGES, SAMPLES, RECORD, INPUTS, INPUTS_NPZ))

@@ -2,6 +2,7 @@
 
     si-lightning sample --ckpt runs/digits/version_0/checkpoints/last.ckpt --sampler ode-heun-50 \\
         --seeds 0-49999 --out samples/digits-heun50 [--devices 8 | under torchrun] [--labels 3]
+    si-lightning sample --ckpt runs/digits-superres/version_0/checkpoints/last.ckpt --inputs held-out/ --out ...
 
 Sample i is drawn from its seed alone (base noise, SDE noise, default label seed mod K), so the
 samples do not depend on the batch size or on the number of processes (``--devices N`` spawns N
@@ -10,7 +11,9 @@ of ``--shard-size``; rank r writes shards r, r + W, ...; a shard already on disk
 interrupted run continues where it stopped when started again with the same settings. The output
 layout is described in ``si_lightning.commands.outputs``. A latent model's samples are decoded by its
 autoencoder (``--decoder``, by default the one the checkpoint records) before anything is written;
-see ``si_lightning.commands.decoding``.
+see ``si_lightning.commands.decoding``. A model trained with a data-dependent coupling
+(super-resolution, in-painting) restores the images of ``--inputs``, sample i input i
+(``si_lightning.commands.conditioning``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ from tqdm import tqdm
 from si_lightning.callbacks.generation import batched, rank_indices, sample_with_labels
 from si_lightning.callbacks.tracking import git_state
 from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
+from si_lightning.commands.conditioning import (
+    Conditioner,
+    Conditioning,
+    assemble_inputs,
+    choose_input_seeds,
+    conditioning_for,
+    remove_input_shards,
+)
 from si_lightning.commands.decoding import DecoderSpec, choose_decoder, decoded_shape
 from si_lightning.commands.outputs import (
     assemble_samples,
@@ -56,7 +67,8 @@ def parser() -> argparse.ArgumentParser:
     parse.add_argument("--seeds", help="seed list: 0-49999, 0,5,9 or 0-9,100-109")
     parse.add_argument("--labels", help="class labels cycled over the samples (e.g. 3 or 0,1,2); default seed mod K")
     parse.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale w (class-conditional)")
-    parse.add_argument("--inputs", help="directory of conditioning inputs for a data-dependent coupling")
+    parse.add_argument("--inputs", help="images a data-dependent coupling's model restores: a folder or an .npz")
+    parse.add_argument("--data-config", help="with --inputs: the run's config naming its coupling")
     parse.add_argument("--decoder", help="latent models: AutoencoderKL folder, module:factory or none")
     parse.add_argument("--scale", type=float, help="latent scale of a --decoder folder (default: recorded)")
     parse.add_argument("--out", required=True, help="output directory")
@@ -123,6 +135,7 @@ class SamplePlan:
     overwrite: bool
     quiet: bool
     settings: dict[str, Any]
+    conditioning: Conditioning | None = None
 
     @property
     def num_shards(self) -> int:
@@ -161,21 +174,16 @@ def check_output_directory(out: Path, settings: dict[str, Any], overwrite: bool)
 
 def make_plan(options: argparse.Namespace) -> SamplePlan:
     """Check every argument and the checkpoint before any process starts or any file is written."""
-    if options.inputs is not None:
-        raise ConfigurationError(
-            "--inputs",
-            options.inputs,
-            "unset: sampling from conditioning inputs (data-dependent couplings) is not "
-            "available in this command yet; it samples from N(0, I) base noise",
-        )
     for key, value in (("--batch-size", options.batch_size), ("--shard-size", options.shard_size)):
         if value < 1:
             raise ConfigurationError(key, value, "an integer >= 1")
-    seeds = choose_seeds(options.seeds, options.num_samples)
     spec = sampler_spec(options.sampler)
     module = load_model(options.ckpt, options.weights)
-    if module.interpolant.gaussian_base is False:
-        raise ConfigurationError("--ckpt", options.ckpt, "a model with a Gaussian base (its coupling needs --inputs)")
+    conditioning = conditioning_for(options, module, spec)  # None for a Gaussian base
+    if conditioning is None:
+        seeds = choose_seeds(options.seeds, options.num_samples)
+    else:
+        seeds = choose_input_seeds(options.seeds, options.num_samples, conditioning.images.count)
     num_classes = int(getattr(module.backbone, "num_classes", 0) or 0)
     labels = parse_labels(options.labels, num_classes, options.guidance_scale)
     data_shape = tuple(int(size) for size in module.backbone.data_shape)
@@ -194,6 +202,8 @@ def make_plan(options: argparse.Namespace) -> SamplePlan:
     }
     if decoder is not None:
         settings["decoder"] = decoder.as_dict()
+    if conditioning is not None:
+        settings["inputs"] = conditioning.settings()
     check_output_directory(Path(options.out), settings, options.overwrite)
     return SamplePlan(
         checkpoint=str(options.ckpt),
@@ -214,6 +224,7 @@ def make_plan(options: argparse.Namespace) -> SamplePlan:
         overwrite=options.overwrite,
         quiet=options.quiet,
         settings=settings,
+        conditioning=conditioning,
     )
 
 
@@ -231,6 +242,7 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
     sampler = plan.sampler.build()
     fields = module.fields(ema=True, guidance_scale=plan.guidance_scale)
     decoder = None if plan.decoder is None else plan.decoder.build(processes.device)
+    conditioner = None if plan.conditioning is None else Conditioner(plan.conditioning, processes.device)
     pending = [
         shard
         for shard in rank_indices(plan.num_shards, processes.rank, processes.world_size)
@@ -252,11 +264,16 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
             for batch in batched(positions, plan.batch_size):
                 batch_seeds = [plan.seeds[position] for position in batch]
                 labels = plan.labels_for(batch)
-                result = sample_with_labels(fields, sampler, batch_seeds, plan.data_shape, processes.device, labels)
+                if conditioner is None:
+                    result = sample_with_labels(fields, sampler, batch_seeds, plan.data_shape, processes.device, labels)
+                else:
+                    result = conditioner.sample(fields, sampler, batch, batch_seeds, labels)
                 chunks.append((result.x if decoder is None else decoder.decode(result.x)).float().cpu())
                 nfe += result.nfe * len(batch)
                 progress.update(len(batch) * processes.world_size)  # every process runs at about this rate
             samples = torch.cat(chunks)
+            if conditioner is not None:
+                conditioner.write_shard(out, shard, seeds, plan.write_png)
             if plan.write_png:
                 write_pngs(out, seeds, samples)
             write_shard(out, shard, seeds, samples, plan.labels_for(positions), nfe)
@@ -277,6 +294,8 @@ def run_sampling(plan: SamplePlan, processes: Processes) -> None:
     if not processes.is_main:
         return
     totals = assemble_samples(out, plan.num_shards, plan.output_shape)
+    if plan.conditioning is not None:
+        assemble_inputs(out, plan.num_shards)
     record = {
         "status": "complete",
         "settings": plan.settings,
@@ -291,10 +310,13 @@ def run_sampling(plan: SamplePlan, processes: Processes) -> None:
         "git": git_state(Path(__file__).resolve().parent),
         "torch_version": torch.__version__,
     }
+    if plan.conditioning is not None:
+        record["inputs"] = plan.conditioning.record()
     write_record(out, record)
     if not plan.keep_shards:
         for shard in range(plan.num_shards):
             shard_path(out, shard).unlink(missing_ok=True)
+        remove_input_shards(out, plan.num_shards)
     print(f"{totals['count']} samples, {record['nfe_per_sample']:.1f} NFE per sample -> {out}")
 
 

@@ -47,11 +47,15 @@ class SuperResolution(Coupling):
         """D(x1): (batch, C, H, W) -> (batch, C, H / factor, W / factor), block means."""
         return F.avg_pool2d(x1, self.factor)
 
-    def low_resolution(self, x1: Tensor) -> Tensor:
-        """U(D(x1)): (batch, C, H, W) -> (batch, C, H, W), the blurred image the base is centred on."""
+    def upsample(self, low: Tensor) -> Tensor:
+        """U(low): (batch, C, h, w) -> (batch, C, h factor, w factor) by ``mode``."""
         # align_corners=False keeps bilinear weights non-negative and summing to one (no overshoot).
         options = {"align_corners": False} if self.mode == "bilinear" else {}
-        return F.interpolate(self.downsample(x1), scale_factor=self.factor, mode=self.mode, **options)
+        return F.interpolate(low, scale_factor=self.factor, mode=self.mode, **options)
+
+    def low_resolution(self, x1: Tensor) -> Tensor:
+        """U(D(x1)): (batch, C, H, W) -> (batch, C, H, W), the blurred image the base is centred on."""
+        return self.upsample(self.downsample(x1))
 
     def bicubic(self, x1: Tensor) -> Tensor:
         """The plain baseline: D(x1) up-sampled bicubically, clipped to the data range [-1, 1]."""
@@ -68,6 +72,18 @@ class SuperResolution(Coupling):
         mean = self.low_resolution(x1)
         x0 = mean + self.sigma * noise(x1, noise_generator or generator)
         return Batch(x0, x1, Condition(channels=mean))
+
+    def couple_low_resolution(self, low: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Condition]:
+        """(x0, cond) from a given low-resolution image low = D(x1) (batch, C, h, w) when x1 itself is unknown.
+
+        x0 = U(low) + sigma zeta, cond.channels = U(low): what ``couple`` gives for an x1 with D(x1) = low,
+        the same zeta drawn from the same generator (the noise shape is the high-resolution one).
+        """
+        if not isinstance(low, Tensor) or not low.is_floating_point() or low.dim() != 4:
+            shape = tuple(low.shape) if isinstance(low, Tensor) else type(low).__name__
+            raise ValueError(f"low-resolution images must be a floating tensor (batch, C, h, w), got {shape}")
+        mean = self.upsample(low)
+        return mean + self.sigma * noise(mean, generator), Condition(channels=mean)
 
     def base_log_prob(self, x0: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
         """log N(x0; U(D(x1)), sigma^2 I) over all C H W dimensions (U(D(x1)) = cond.channels)."""

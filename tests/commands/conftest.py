@@ -1,4 +1,4 @@
-"""A tiny digits checkpoint trained through the real `si-lightning fit`, once per test session."""
+"""Tiny digits checkpoints trained through the real `si-lightning fit`, once per test session."""
 
 from __future__ import annotations
 
@@ -45,21 +45,19 @@ def run_command(arguments: list[str], timeout: float = 240, cwd: Path | None = N
     )
 
 
-@pytest.fixture(scope="session")
-def digits_checkpoint(tmp_path_factory) -> Path:
-    """last.ckpt of 20 optimiser steps of the digits config (UNet on 8x8 digits, EMA)."""
-    directory = tmp_path_factory.mktemp("digits-run")
+def fit_checkpoint(directory: Path, config: str, steps: int) -> Path:
+    """last.ckpt of ``steps`` optimiser steps of configs/experiments/``config`` (EMA, no evaluation callbacks)."""
     overlay = directory / "callbacks.yaml"
     overlay.write_text(CALLBACKS_OVERLAY)
     completed = run_command(
         [
             "fit",
             "-c",
-            str(REPOSITORY / "configs" / "experiments" / "digits.yaml"),
+            str(REPOSITORY / "configs" / "experiments" / config),
             "-c",
             str(overlay),
             "--trainer.max_steps",
-            "20",
+            str(steps),
             "--trainer.limit_val_batches",
             "0",
             "--trainer.enable_progress_bar",
@@ -75,3 +73,21 @@ def digits_checkpoint(tmp_path_factory) -> Path:
     checkpoints = sorted((directory / "runs").rglob("last.ckpt"))
     assert len(checkpoints) == 1, checkpoints
     return checkpoints[0]
+
+
+@pytest.fixture(scope="session")
+def digits_checkpoint(tmp_path_factory) -> Path:
+    """last.ckpt of 20 optimiser steps of the digits config (UNet on 8x8 digits, EMA)."""
+    return fit_checkpoint(tmp_path_factory.mktemp("digits-run"), "digits.yaml", 20)
+
+
+@pytest.fixture(scope="session")
+def superres_checkpoint(tmp_path_factory) -> Path:
+    """last.ckpt of 10 steps of digits super-resolution (4x4 -> 8x8, SuperResolution(factor=2, sigma=0.1))."""
+    return fit_checkpoint(tmp_path_factory.mktemp("superres-run"), "digits-superres.yaml", 10)
+
+
+@pytest.fixture(scope="session")
+def inpainting_checkpoint(tmp_path_factory) -> Path:
+    """last.ckpt of 10 steps of digits in-painting (64 one-pixel tiles, each hidden with p = 0.3)."""
+    return fit_checkpoint(tmp_path_factory.mktemp("inpainting-run"), "digits-inpainting.yaml", 10)
