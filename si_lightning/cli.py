@@ -153,6 +153,11 @@ class InterpolantCLI(LightningCLI):
         kwargs.setdefault("exit_on_error", False)
         return super().init_parser(**kwargs)
 
+    @staticmethod
+    def subcommands() -> dict[str, set[str]]:
+        """fit, validate and test: there is no predict step (samples come from ``si-lightning sample``)."""
+        return {name: skipped for name, skipped in LightningCLI.subcommands().items() if name != "predict"}
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The documented default interpolant (linear, gamma = 0) when a config names none.
         parser.set_defaults({"model.interpolant": {"class_path": "si_lightning.interpolants.Interpolant"}})
@@ -325,6 +330,10 @@ def main(args: list[str] | None = None) -> int:
         return run_reporting_errors(lambda: command(arguments[1:]), debug)
 
     def fit_validate_or_test() -> int:
+        known = [*InterpolantCLI.subcommands(), *COMMANDS]
+        if arguments and not arguments[0].startswith("-") and arguments[0] not in known:
+            expected = f"one of: {', '.join(known)} (samples of a checkpoint come from 'si-lightning sample')"
+            raise ConfigurationError("subcommand", arguments[0], expected)
         try:
             if args is None:  # LightningCLI reads sys.argv itself (it warns when given both)
                 sys.argv[1:] = arguments

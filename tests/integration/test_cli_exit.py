@@ -135,3 +135,15 @@ def test_a_failure_while_training_exits_1(tmp_path):
     assert line.startswith(("error: NotADirectoryError: ", "error: FileExistsError: ")), line
     assert str(blocker) in line and line.endswith("(rerun with --debug for the traceback)")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.timeout(300)
+def test_predict_and_unknown_commands_exit_2_pointing_at_sample(tmp_path):
+    """There is no predict step: one line lists the commands, and nothing is left in the working directory."""
+    completed = run(["predict", "-c", str(DIGITS)], tmp_path)
+    assert completed.returncode == 2, completed.stderr[-2000:]
+    assert last_line(completed.stderr) == (
+        "error: subcommand = 'predict': one of: fit, validate, test, sample, evaluate "
+        "(samples of a checkpoint come from 'si-lightning sample')"
+    )
+    assert sorted(path.name for path in tmp_path.iterdir()) == []
