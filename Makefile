@@ -8,9 +8,9 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	# --no-compile: byte-compiling every file of torch takes most of a minute; Python compiles the
-	# modules it imports on first use instead.
-	$(VENV)/bin/pip install --quiet --no-compile -e '.[dev]'
+	# Byte-compiled at install (pip's default): where PYTHONDONTWRITEBYTECODE is set, as on CI, Python
+	# would otherwise recompile torch and Lightning from source in every process it starts.
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
