@@ -24,7 +24,7 @@ CASES = generated_cases()
 EXECUTABLE = Path(sys.executable).parent / "si-lightning"
 ERROR_LINE = re.compile(r"^error: (?P<key>\S+) = (?P<value>.*?): (?P<expected>.+)$")
 QUICK_EVERY = 10  # every tenth case is unmarked; the others are marked slow (-m "not slow" skips them)
-SUBPROCESS_EVERY = 9  # every ninth case also runs through the executable (23 of them)
+SUBPROCESS_EVERY = 11  # every eleventh case also runs through the executable (20 of them)
 
 
 def prepared(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

@@ -1,7 +1,8 @@
 """The shipped conditional digits configs through the real executable, a few steps each.
 
 Each run must exit 0 and leave its end-of-fit metrics (restoration PSNR/SSIM/FID, class accuracy,
-or the digits FID for the OT coupling) in evaluation/metrics.jsonl, all finite.
+or the digits FID for the OT coupling) in evaluation/metrics.jsonl, all finite. Evaluations of more
+than 100 samples run on 100 (an overlay of the config's own callbacks list).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPOSITORY / "configs" / "experiments"
@@ -22,19 +24,35 @@ EXECUTABLE = Path(sys.executable).parent / "si-lightning"
 CASES = {
     "superres": (
         ["digits-superres.yaml"],
-        ["psnr/bicubic/n180", "psnr/ode-heun-nfe39/n180", "ssim/ode-heun-nfe39/n180"],
+        ["psnr/bicubic/n100", "psnr/ode-heun-nfe39/n100", "ssim/ode-heun-nfe39/n100"],
     ),
-    "superres-x4": (["digits-superres-x4.yaml"], ["psnr/bicubic/n180", "fid-digits/ode-heun-nfe39/n180"]),
+    "superres-x4": (["digits-superres-x4.yaml"], ["psnr/bicubic/n100", "fid-digits/ode-heun-nfe39/n100"]),
     "inpainting": (
         ["digits-inpainting.yaml"],
-        ["psnr-hidden/mean-fill/n180", "psnr-hidden/noise-fill/n180", "psnr-hidden/ode-heun-nfe39/n180"],
+        ["psnr-hidden/mean-fill/n100", "psnr-hidden/noise-fill/n100", "psnr-hidden/ode-heun-nfe39/n100"],
     ),
     "class-guidance": (
         ["digits-class-guidance.yaml"],
-        ["accuracy-digits/ode-heun-cfg1/n500", "accuracy-digits/ode-heun-cfg2/n500"],
+        ["accuracy-digits/ode-heun-cfg1/n100", "accuracy-digits/ode-heun-cfg2/n100"],
     ),
-    "ot": (["digits-ot.yaml"], ["fid-digits/ode-heun/n500"]),
+    "ot": (["digits-ot.yaml"], ["fid-digits/ode-heun/n100"]),
 }
+SMOKE_SAMPLES = 100  # evaluations of more samples than this run on this many (the keys say n100)
+
+
+def fewer_samples_overlay(config: Path, directory: Path) -> Path:
+    """The config's own callbacks with every num_samples (and batch_size) above SMOKE_SAMPLES cut to it
+    (a list in a later -c file replaces the earlier one whole), so the end-of-fit evaluations of a
+    4-step run stay short."""
+    callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
+    for callback in callbacks:
+        arguments = callback.get("init_args") or {}
+        for key in ("num_samples", "batch_size"):
+            if isinstance(arguments.get(key), int) and arguments[key] > SMOKE_SAMPLES:
+                arguments[key] = SMOKE_SAMPLES
+    overlay = directory / f"fewer-samples-{config.name}"
+    overlay.write_text(yaml.safe_dump({"trainer": {"callbacks": callbacks}}, sort_keys=False))
+    return overlay
 
 
 @pytest.mark.slow
@@ -44,7 +62,7 @@ def test_config_runs_and_reports_its_metrics(case, tmp_path):
     configs, keys = CASES[case]
     arguments = [str(EXECUTABLE), "fit"]
     for name in configs:
-        arguments += ["-c", str(EXPERIMENTS / name)]
+        arguments += ["-c", str(EXPERIMENTS / name), "-c", str(fewer_samples_overlay(EXPERIMENTS / name, tmp_path))]
     arguments += [
         "--trainer.max_steps",
         "4",
