@@ -42,6 +42,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from throughput import unet_digits  # the digits UNet, built once for both scripts
 from tqdm import tqdm
 
 from si_lightning.callbacks import EMA
@@ -49,7 +50,7 @@ from si_lightning.data import DigitsDataModule
 from si_lightning.data.base import to_model_input
 from si_lightning.interpolants import Interpolant, UniformTime, interpolant_loss
 from si_lightning.module import InterpolantModule
-from si_lightning.nn import DiT, UNet
+from si_lightning.nn import DiT
 
 FEATURES = ("ema", "bins", "logger", "bar", "clip")
 EMA_DECAY, LOSS_BINS, LOG_EVERY, CLIP = 0.999, 4, 50, 1.0
@@ -60,14 +61,7 @@ def build_backbone(name: str, image_size: int) -> torch.nn.Module:
     """The digits config's UNet (704 K parameters at 8x8) or DiT-S (patch 4 at 8x8, patch 2 at 32x32)."""
     shape = (1, image_size, image_size)
     if name == "unet":
-        return UNet(
-            data_shape=shape,
-            model_channels=32,
-            channel_multipliers=(1, 2),
-            num_res_blocks=1,
-            attention_resolutions=(),
-            norm_groups=8,
-        )
+        return unet_digits(shape)
     if name == "dit-s":
         return DiT(data_shape=shape, preset="S", patch_size=4 if image_size <= 8 else 2)
     raise ValueError(f"unknown model {name!r}; expected unet or dit-s")
