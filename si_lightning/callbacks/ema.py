@@ -4,19 +4,33 @@ Only the network (``pl_module.backbone``) is copied: its parameters and buffers,
 LightningModule's other attributes (its trainer, optimizer factory, data). So the callback
 pickles cheaply, costs one network's memory, and works under DDP launched by the CLI or torchrun.
 
-Update after every ``update_every_n_steps``-th optimiser step k >= ``update_starting_at_step``:
+The average starts as the weights at the first update (optimiser step k0 = max(1,
+``update_starting_at_step``)). At optimiser step k0 + m, m >= 1, it decays by d(m):
 
-    average <- decay^n * average + (1 - decay^n) * weights,   n = update_every_n_steps
+    average <- d(m) * average + (1 - d(m)) * weights
 
-so the averaging horizon (about 1 / (1 - decay) optimiser steps) does not depend on n. Buffers
-(normalisation statistics, position tables) are copied, not averaged.
+- ``warmup=True`` (default): d(m) = min(decay, (1 + m) / (10 + m)). Without it, the average of a
+  run of a few thousand steps at decay 0.999 would still hold a large share of the initial weights
+  (decay^m: 37 % after 1,000 steps); with it the share is prod_{i<=m} d(i) = 10! (m+1)! / (m+10)!
+  while (1+m)/(10+m) < decay (3.4e-21 after 1,000 steps), and the average then spans the last
+  ~m/9 steps until it reaches the horizon 1 / (1 - decay).
+- ``warmup=False``: d(m) = decay.
+- ``sigma_rel`` (EDM2's power-function EMA, Karras et al. 2024): d(m) = (m / (m + 1))^(g + 1) with
+  g solving sigma_rel^2 = (g + 1) / ((g + 2)^2 (g + 3)); the average's width is then a fixed fraction
+  sigma_rel of the training length at every step, and the initial weights' share is (m + 1)^-(g+1).
+  ``decay`` and ``warmup`` are not used.
+
+With ``update_every_n_steps = n`` the update at step k0 + m folds in the n steps since the last one:
+d = prod_{i = m - n + 1}^{m} d(i), so the schedule does not depend on n. The factor depends only on
+the step, so a resumed run continues the same sequence. Buffers (normalisation statistics,
+position tables) are copied, not averaged.
 
 Checkpoints: ``state_dict`` holds the average (so ``load_from_checkpoint`` and inference get the
 EMA weights), ``current_model_state`` the raw weights, and the callback's own state the update
-count and last updated step. A resumed run continues from the raw weights with the average and its
-counters restored. Validation runs with the average swapped in (``validate_with_average``); when
-training ends the average is swapped into the network for good (the copy keeps the raw weights, so a
-checkpoint saved after training still has both).
+count and first and last updated steps. A resumed run continues from the raw weights with the
+average and its counters restored. Validation runs with the average swapped in
+(``validate_with_average``); when training ends the average is swapped into the network for good
+(the copy keeps the raw weights, so a checkpoint saved after training still has both).
 """
 
 from __future__ import annotations
@@ -25,6 +39,7 @@ import copy
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
@@ -40,12 +55,29 @@ def network_of(pl_module: pl.LightningModule) -> nn.Module:
     return getattr(network, "_orig_mod", network)
 
 
+def power_exponent(sigma_rel: float) -> float:
+    """EDM2's exponent g of the power-function EMA for a relative width sigma_rel.
+
+    The largest real root of sigma_rel^2 (g + 2)^2 (g + 3) = g + 1; it exists (with g > -1) for
+    0 < sigma_rel < 0.2887 (g = -1 is a zero-width average, the raw weights).
+    """
+    coefficients = [sigma_rel**2, 7 * sigma_rel**2, 16 * sigma_rel**2 - 1, 12 * sigma_rel**2 - 1]
+    roots = np.roots(coefficients)
+    real = [float(root.real) for root in roots if abs(root.imag) < 1e-9 and root.real > -1]
+    if not real:
+        raise ValueError(f"EMA sigma_rel = {sigma_rel!r}: expected a number in (0, 0.28)")
+    return max(real)
+
+
 class EMA(Callback):
-    """Exponential moving average of the network's weights.
+    """Exponential moving average of the network's weights, with a warm-up (see the module docstring).
 
     Args:
-        decay: decay per optimiser step, in (0, 1); 0.999 averages over about 1,000 steps.
-        update_every_n_steps: update after every n-th optimiser step (decay^n per update), n >= 1.
+        decay: the per-step decay once warmed up, in (0, 1); 0.999 averages over about 1,000 steps.
+        warmup: decay by min(decay, (1 + m) / (10 + m)) at m steps after the first update.
+        sigma_rel: EDM2's power-function EMA of this relative width instead (e.g. 0.05, 0.1);
+            ``decay`` and ``warmup`` are then unused.
+        update_every_n_steps: update after every n-th optimiser step (folding in the n steps' decays), n >= 1.
         update_starting_at_step: no update before this optimiser step (the average starts as the weights then).
         validate_with_average: run validation with the averaged weights.
     """
@@ -53,6 +85,8 @@ class EMA(Callback):
     def __init__(
         self,
         decay: float = 0.999,
+        warmup: bool = True,
+        sigma_rel: float | None = None,
         update_every_n_steps: int = 1,
         update_starting_at_step: int = 0,
         validate_with_average: bool = True,
@@ -60,6 +94,12 @@ class EMA(Callback):
         super().__init__()
         if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay!r}")
+        if not isinstance(warmup, bool):
+            raise ValueError(f"EMA warmup = {warmup!r}: expected true or false")
+        if sigma_rel is not None and (
+            isinstance(sigma_rel, bool) or not isinstance(sigma_rel, (int, float)) or not 0.0 < sigma_rel < 0.28
+        ):
+            raise ValueError(f"EMA sigma_rel = {sigma_rel!r}: expected a number in (0, 0.28) or null")
         for name, value, minimum in (
             ("update_every_n_steps", update_every_n_steps, 1),
             ("update_starting_at_step", update_starting_at_step, 0),
@@ -67,16 +107,36 @@ class EMA(Callback):
             if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
                 raise ValueError(f"EMA {name} must be an integer >= {minimum}, got {value!r}")
         self.decay = float(decay)
+        self.warmup = warmup
+        self.sigma_rel = None if sigma_rel is None else float(sigma_rel)
+        self.exponent = None if sigma_rel is None else power_exponent(float(sigma_rel))
         self.update_every_n_steps = update_every_n_steps
         self.update_starting_at_step = update_starting_at_step
         self.validate_with_average = bool(validate_with_average)
         self.average: nn.Module | None = None
         self.update_count = 0
+        self.first_updated_step = -1
         self.last_updated_step = -1
         self._swapped = False  # the network holds the average and the copy the raw weights
         self._swapped_for_validation = False
 
     # ------------------------------------------------------------------------------ the average
+    def step_decay(self, steps_since_start: int) -> float:
+        """d(m): the decay applied at m >= 1 optimiser steps after the average started."""
+        m = steps_since_start
+        if self.exponent is not None:
+            return (m / (m + 1)) ** (self.exponent + 1)
+        if self.warmup:
+            return min(self.decay, (1 + m) / (10 + m))
+        return self.decay
+
+    def decay_between(self, first: int, last: int) -> float:
+        """prod_{m = first + 1}^{last} d(m): the decay of the update that folds in steps first+1..last."""
+        factor = 1.0
+        for m in range(first + 1, last + 1):
+            factor *= self.step_decay(m)
+        return factor
+
     def _tensors(self, network: nn.Module) -> tuple[list[Tensor], list[Tensor]]:
         """(floating parameters, buffers) of ``network``, in a fixed order."""
         parameters = [parameter.detach() for parameter in network.parameters()]
@@ -99,19 +159,22 @@ class EMA(Callback):
                 self.average.to(parameter.device)
 
     @torch.no_grad()
-    def update(self, pl_module: pl.LightningModule) -> None:
-        """One EMA update of the average towards the network's current weights."""
+    def update(self, pl_module: pl.LightningModule, step: int) -> None:
+        """The update of optimiser step ``step``: the first copies the weights, later ones lerp towards them."""
         assert self.average is not None
-        weight = 1.0 - self.decay**self.update_every_n_steps
         average_parameters, average_buffers = self._tensors(self.average)
         parameters, buffers = self._tensors(network_of(pl_module))
         if self.update_count == 0:  # the average starts as the weights
             torch._foreach_copy_(average_parameters, parameters)
+            self.first_updated_step = step
         else:
-            torch._foreach_lerp_(average_parameters, parameters, weight)
+            first = self.first_updated_step
+            decay = self.decay_between(self.last_updated_step - first, step - first)
+            torch._foreach_lerp_(average_parameters, parameters, 1.0 - decay)
         if buffers:
             torch._foreach_copy_(average_buffers, buffers)
         self.update_count += 1
+        self.last_updated_step = step
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -119,10 +182,9 @@ class EMA(Callback):
         step = trainer.global_step  # optimiser steps taken; several batches share one under accumulation
         if step <= self.last_updated_step or step < max(self.update_starting_at_step, 1):
             return
-        if (step - 1) % self.update_every_n_steps != 0 and self.update_count > 0:
+        if self.update_count > 0 and (step - self.first_updated_step) % self.update_every_n_steps != 0:
             return
-        self.update(pl_module)
-        self.last_updated_step = step
+        self.update(pl_module, step)
 
     @torch.no_grad()
     def _swap(self, pl_module: pl.LightningModule) -> None:
@@ -153,11 +215,21 @@ class EMA(Callback):
 
     # ------------------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        return {"update_count": self.update_count, "last_updated_step": self.last_updated_step, "decay": self.decay}
+        return {
+            "update_count": self.update_count,
+            "first_updated_step": self.first_updated_step,
+            "last_updated_step": self.last_updated_step,
+            "decay": self.decay,
+            "warmup": self.warmup,
+            "sigma_rel": self.sigma_rel,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.update_count = int(state_dict.get("update_count", 0))
         self.last_updated_step = int(state_dict.get("last_updated_step", -1))
+        # Checkpoints written before the first step was stored started at the first allowed step.
+        default_first = max(self.update_starting_at_step, 1) if self.update_count > 0 else -1
+        self.first_updated_step = int(state_dict.get("first_updated_step", default_first))
 
     def on_save_checkpoint(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, checkpoint: dict[str, Any]
