@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -30,17 +31,49 @@ from si_lightning.sampling import ODESampler, SDESampler, base_noise
 REPOSITORY = Path(__file__).resolve().parents[1]
 CONFIG = REPOSITORY / "configs" / "experiments" / "digits.yaml"
 SAMPLES = 100
-EVALUATION_KEYS = ("fid", "kid", "bits-per-dim", "nats")
+EVALUATION_KEYS = ("fid", "kid", "bits-per-dim", "nats", "nfe/")
 
 
-def fid_of_noise(trainer: Trainer, shape: tuple[int, ...], device: torch.device) -> float | None:
-    """The FID callback's distance for Gaussian noise clamped to [-1, 1]: what an untrained model scores."""
+def digits_fid_callback(trainer: Trainer) -> FIDCallback | None:
+    """The run's FID callback, once its real statistics are loaded."""
     callback = next((c for c in trainer.callbacks if isinstance(c, FIDCallback)), None)
-    if callback is None or callback.real_statistics is None:
-        return None
-    metric, _ = callback.metrics_for(device)
-    metric.update(base_noise(range(callback.num_samples), shape, device=device).clamp(-1, 1), real=False)
+    return callback if callback is not None and callback.real_statistics is not None else None
+
+
+def fid_of_images(callback: FIDCallback, images: Tensor) -> float:
+    """The FID callback's distance of ``images`` (N, C, H, W) in [-1, 1] to its real statistics."""
+    metric, _ = callback.metrics_for(images.device)
+    metric.update(images, real=False)
     return float(metric.compute())
+
+
+def fid_floors(trainer: Trainer, data: object, shape: tuple[int, ...], device: torch.device) -> dict[str, float]:
+    """The FID callback's distance for N real digits disjoint from its reference set (what a perfect model
+    scores at this N) and for N Gaussian-noise images clamped to [-1, 1] (what an untrained one scores)."""
+    callback = digits_fid_callback(trainer)
+    if callback is None:
+        return {}
+    count = callback.num_samples
+    generator = torch.Generator().manual_seed(callback.real_seed)  # the reference's permutation, shifted by N
+    real = data.real_samples(count, generator, split=callback.split, skip=count).to(device)
+    noise = base_noise(range(count), shape, device=device).clamp(-1, 1)
+    return {
+        f"fid-digits/real-vs-real/n{count}": fid_of_images(callback, real),
+        f"fid-digits/gaussian-noise/n{count}": fid_of_images(callback, noise),
+    }
+
+
+def with_data_seed(arguments: list[str]) -> list[str]:
+    """``--seed_everything S`` also seeds the data order and noise (``--data.init_args.seed``) unless that is given,
+    so two demo seeds are two independent runs, not one data stream with two initialisations."""
+    if any(argument.startswith("--data.init_args.seed") for argument in arguments):
+        return arguments
+    for index, argument in enumerate(arguments):
+        if argument.startswith("--seed_everything="):
+            return [*arguments, f"--data.init_args.seed={argument.split('=', 1)[1]}"]
+        if argument == "--seed_everything" and index + 1 < len(arguments):
+            return [*arguments, "--data.init_args.seed", arguments[index + 1]]
+    return arguments
 
 
 def nearest_distance(samples: Tensor, reference: Tensor) -> Tensor:
@@ -62,7 +95,8 @@ def write_grid(path: Path, rows: dict[str, Tensor], scale: int = 4) -> None:
 
 
 def run(arguments: list[str]) -> dict[str, float]:
-    cli: InterpolantCLI = build_cli(["fit", "-c", str(CONFIG), *arguments])
+    started = time.perf_counter()
+    cli: InterpolantCLI = build_cli(["fit", "-c", str(CONFIG), *with_data_seed(arguments)])
     trainer, model, data = cli.trainer, cli.model, cli.datamodule
     directory = run_directory(trainer)
     if trainer.global_rank != 0:
@@ -92,17 +126,10 @@ def run(arguments: list[str]) -> dict[str, float]:
     figures.update(
         {key: float(value) for key, value in trainer.callback_metrics.items() if key.startswith(EVALUATION_KEYS)}
     )
-    noise_fid = fid_of_noise(trainer, shape, device)
-    if noise_fid is not None:
-        figures["fid-digits/gaussian-noise"] = noise_fid
+    figures.update(fid_floors(trainer, data, shape, device))
     grid = directory / "samples.png"
     write_grid(grid, {"real": held_out.cpu(), "ode": ode.x.cpu(), "sde": sde.x.cpu()})
     table = directory / "demo_metrics.csv"
-    rows = io.StringIO()
-    writer = csv.writer(rows)
-    writer.writerow(["metric", "value"])
-    writer.writerows(sorted(figures.items()))
-    write_atomically(table, rows.getvalue().encode())
     print(f"\nRun directory: {directory}")
     print(f"  config:      {directory / 'config.yaml'}")
     print(f"  checkpoint:  {directory / 'checkpoints' / 'last.ckpt'}")
@@ -111,11 +138,36 @@ def run(arguments: list[str]) -> dict[str, float]:
     print("\nNearest-training-digit RMS distance (lower is closer to real digits):")
     for key in ("held_out_real", "ode", "sde", "noise"):
         print(f"  {key:>14}: {figures[f'nearest_distance/{key}']:.3f}")
-    print("\nEvaluation (digits-classifier FID against 500 training digits; bits/dim of validation digits):")
-    for key, value in sorted(figures.items()):
-        if key.startswith(EVALUATION_KEYS):
-            print(f"  {key}: {value:.3f}")
+    figures["wall_seconds"] = time.perf_counter() - started
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["metric", "value"])
+    writer.writerows(sorted(figures.items()))
+    write_atomically(table, rows.getvalue().encode())
+    print_evaluation(figures)
+    print(f"\nWall time: {figures['wall_seconds']:.0f} s (training, evaluation and this report)")
     return figures
+
+
+def print_evaluation(figures: dict[str, float]) -> None:
+    """The digits FID of each sampler beside the real-versus-real floor at the same N, then bits/dim."""
+    fids = {key: value for key, value in figures.items() if key.startswith("fid-digits/")}
+    floors = {key: value for key, value in fids.items() if key.split("/")[1] in ("real-vs-real", "gaussian-noise")}
+    print("\nDigits FID (features of the shipped digits classifier, against N training digits; lower is better):")
+    for key, value in sorted(fids.items()):
+        if key in floors:
+            continue
+        _, sampler, count = key.split("/")
+        floor = floors.get(f"fid-digits/real-vs-real/{count}")
+        nfe = figures.get(f"nfe/{sampler}/{count}")
+        beside = "" if floor is None else f"   (floor: real vs real {floor:.1f})"
+        print(f"  {sampler} ({'' if nfe is None else f'NFE {nfe:.0f}, '}N = {count[1:]}): {value:.1f}{beside}")
+    for key, value in sorted(floors.items()):
+        _, kind, count = key.split("/")
+        print(f"  {kind} (N = {count[1:]}): {value:.1f}")
+    for key, value in sorted(figures.items()):
+        if key.startswith(("bits-per-dim", "nats", "kid")):
+            print(f"  {key}: {value:.3f}")
 
 
 def main() -> None:

@@ -446,3 +446,19 @@ def test_image_folder_rejects_bad_settings(tmp_path):
     )
     labelled.setup("fit")
     assert first_batch(labelled).cond.labels.shape == (2,)
+
+
+def test_real_samples_with_skip_are_the_next_points_of_the_same_permutation():
+    """skip = 0 and skip = 500 with one seed are the two halves of the first 1000 points: disjoint by position."""
+    data = DigitsDataModule()
+
+    def rows(images: torch.Tensor) -> list[tuple[float, ...]]:
+        return sorted(tuple(row) for row in images.flatten(1).tolist())
+
+    first = data.real_samples(500, torch.Generator().manual_seed(0))
+    second = data.real_samples(500, torch.Generator().manual_seed(0), skip=500)
+    both = data.real_samples(1000, torch.Generator().manual_seed(0))
+    assert rows(torch.cat([first, second])) == rows(both)
+    assert rows(first) != rows(second)
+    with pytest.raises(ValueError, match="count must be in"):
+        data.real_samples(1000, torch.Generator().manual_seed(0), skip=len(data.dataset("train")) - 500)

@@ -190,15 +190,19 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test")
 
-    def real_samples(self, count: int, generator: torch.Generator | None = None, split: str = "train") -> Tensor:
+    def real_samples(
+        self, count: int, generator: torch.Generator | None = None, split: str = "train", skip: int = 0
+    ) -> Tensor:
         """``count`` distinct data points of ``split`` (count, *data_shape), in [-1, 1], without augmentation.
 
-        The reference data of evaluation metrics; which points is decided by ``generator``.
+        The reference data of evaluation metrics; which points is decided by ``generator``: positions
+        skip .. skip + count - 1 of a random permutation of the split. With the same generator seed,
+        ``skip=count`` gives points disjoint from ``skip=0`` (a real-versus-real floor of a metric).
         """
         dataset = self.dataset(split)
-        if not 0 < count <= len(dataset):
-            raise ValueError(f"count must be in [1, {len(dataset)}] for the {split} split, got {count!r}")
-        indices = torch.randperm(len(dataset), generator=generator)[:count].sort().values
+        if not 0 < count <= len(dataset) - skip:
+            raise ValueError(f"count must be in [1, {len(dataset) - skip}] for the {split} split, got {count!r}")
+        indices = torch.randperm(len(dataset), generator=generator)[skip : skip + count].sort().values
         return to_model_input(fetch(dataset, indices.tolist())[0])
 
     # ------------------------------------------------------------------------------ coupling
