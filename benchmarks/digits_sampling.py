@@ -9,7 +9,7 @@ from the reference) against the same reference, as many disjoint draws as the sp
 
 1. conversion: the native path (EMA and raw weights) and the same EMA network converted to other Gaussian-base
    paths, each with dopri5 (atol = rtol = ``--tolerance``), on disjoint seed blocks (the FID's seed spread);
-2. few steps: FID versus NFE for Euler, Heun, RK4 and dpm++2m on uniform, cosine, log-SNR, EDM and
+2. few steps: FID versus NFE for Euler, Heun and dpm++2m on uniform, cosine, log-SNR, EDM and
    pilot-fitted grids, EMA and raw weights.
 
 Usage: python benchmarks/digits_sampling.py CHECKPOINT [--samples 500] [--blocks 2]
