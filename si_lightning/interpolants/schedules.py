@@ -3,7 +3,9 @@
 Convention (docs/math.md section 0): x_t = alpha x0 + beta x1 + gamma z, t = 0 base, t = 1 data,
 alpha(0) = beta(1) = 1, alpha(1) = beta(0) = 0. A schedule may depend on gamma (vp-trig) and
 declares which gamma families it accepts, whether x0 must be a standard Gaussian (one-sided),
-and where its own derivatives are singular.
+and where its own derivatives are singular. Where alpha' is singular at an end (sbdm at t = 1)
+the schedule also gives alpha alpha' in closed form, finite there, so that the variance rate of
+x_t's Gaussian part never multiplies 0 by infinity.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from torch import Tensor
 
 
 class AlphaBeta(NamedTuple):
+    """alpha, beta, their derivatives and alpha alpha', each shaped like t."""
+
     alpha: Tensor
     beta: Tensor
     alpha_dot: Tensor
     beta_dot: Tensor
+    alpha_alpha_dot: Tensor | None = None  # None: alpha * alpha_dot (finite wherever alpha' is)
 
 
 class Schedule(ABC):
-    """alpha(t), beta(t) and their derivatives; ``gamma``/``gamma_dot`` are passed for vp-trig."""
+    """alpha(t), beta(t) and their derivatives; gamma and gamma gamma' are passed in for vp-trig."""
 
     one_sided: bool = False  # x0 ~ N(0, I) is the noise and gamma must be zero
     base_absent: bool = False  # alpha == 0: x0 never enters x_t (mirror)
@@ -34,7 +39,7 @@ class Schedule(ABC):
     singular_at_end: bool = False  # alpha' or beta' infinite at t = 1
 
     @abstractmethod
-    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta: ...
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta: ...
 
     def check_gamma(self, name: str, maximum: float) -> None:
         """Raise a ValueError when the gamma family ``name`` with max value ``maximum`` is not allowed."""
@@ -49,14 +54,14 @@ class Schedule(ABC):
 class Linear(Schedule):
     """alpha = 1 - t, beta = t ([U] Table 4; not the "alpha = t" typo of [U] eq 4.9)."""
 
-    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta:
         return AlphaBeta(1 - t, t, -torch.ones_like(t), torch.ones_like(t))
 
 
 class Trig(Schedule):
     """alpha = cos(pi t / 2), beta = sin(pi t / 2) (GVP in [SiT] when gamma = 0)."""
 
-    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta:
         angle = math.pi * t / 2
         return AlphaBeta(
             torch.cos(angle), torch.sin(angle), -math.pi / 2 * torch.sin(angle), math.pi / 2 * torch.cos(angle)
@@ -66,13 +71,12 @@ class Trig(Schedule):
 class VPTrig(Schedule):
     """alpha = sqrt(1 - gamma^2) cos(pi t/2), beta = sqrt(1 - gamma^2) sin(pi t/2).
 
-    alpha^2 + beta^2 + gamma^2 = 1; d/dt sqrt(1 - gamma^2) = -gamma gamma' / sqrt(1 - gamma^2),
-    finite even for the Brownian gamma since gamma gamma' = a (1 - 2t) / 2.
+    alpha^2 + beta^2 + gamma^2 = 1; d/dt sqrt(1 - gamma^2) = -gamma gamma' / sqrt(1 - gamma^2), finite
+    even at the ends for the Brownian gamma (gamma' infinite there) since gamma gamma' = a (1 - 2t) / 2.
     """
 
-    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta:
         root = torch.sqrt(1 - gamma**2)
-        gamma_gamma_dot = torch.where(gamma == 0, torch.zeros_like(gamma), gamma * gamma_dot)
         root_dot = -gamma_gamma_dot / root
         angle = math.pi * t / 2
         cos, sin = torch.cos(angle), torch.sin(angle)
@@ -94,7 +98,7 @@ class EncoderDecoder(Schedule):
     default_gamma = "sine-squared"
     allowed_gammas = ("sine-squared",)
 
-    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta:
         value = torch.cos(math.pi * t) ** 2
         slope = -math.pi * torch.sin(2 * math.pi * t)
         first_half = t < 0.5
@@ -122,15 +126,15 @@ class OneSidedTrig(Trig):
 
 
 class ScoreBasedDiffusion(Schedule):
-    """sbdm / VP: alpha = sqrt(1 - t^2), beta = t, gamma = 0; alpha' = -t / alpha is singular at t = 1."""
+    """sbdm: alpha = sqrt(1 - t^2), beta = t, gamma = 0; alpha' = -t / alpha is singular at t = 1, alpha alpha' = -t."""
 
     one_sided = True
     allowed_gammas = ("zero",)
     singular_at_end = True
 
-    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta:
         alpha = torch.sqrt(1 - t**2)
-        return AlphaBeta(alpha, t, -t / alpha, torch.ones_like(t))
+        return AlphaBeta(alpha, t, -t / alpha, torch.ones_like(t), -t)
 
 
 class Mirror(Schedule):
@@ -140,7 +144,7 @@ class Mirror(Schedule):
     default_gamma = "brownian"
     allowed_gammas = ("brownian", "quadratic", "sine-squared")
 
-    def __call__(self, t: Tensor, gamma: Tensor, gamma_dot: Tensor) -> AlphaBeta:
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta:
         zero = torch.zeros_like(t)
         return AlphaBeta(zero, torch.ones_like(t), zero, zero)
 
