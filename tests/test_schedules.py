@@ -25,15 +25,18 @@ def test_endpoint_conditions(case):
         torch.testing.assert_close(c.alpha, torch.zeros(2, dtype=torch.float64), atol=1e-12, rtol=0)
         torch.testing.assert_close(c.beta, torch.ones(2, dtype=torch.float64), atol=1e-12, rtol=0)
     else:
-        torch.testing.assert_close(c.alpha, torch.tensor([1.0, 0.0], dtype=torch.float64), atol=1e-12, rtol=0)
-        torch.testing.assert_close(c.beta, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=1e-12, rtol=0)
+        # beta(0) is 0 except for vp, whose base keeps a share of the data (its declared signal_at_base).
+        signal = interpolant.schedule.signal_at_base
+        expected_alpha = torch.tensor([math.sqrt(1 - signal**2), 0.0], dtype=torch.float64)
+        torch.testing.assert_close(c.alpha, expected_alpha, atol=1e-12, rtol=0)
+        torch.testing.assert_close(c.beta, torch.tensor([signal, 1.0], dtype=torch.float64), atol=1e-12, rtol=0)
     # And the interpolant itself: x_0 = x0 and x_1 = x1 whatever z is.
     generator = torch.Generator().manual_seed(0)
     x1 = torch.randn(2, 3, generator=generator, dtype=torch.float64)
     x0 = x1.clone() if interpolant.schedule.base_absent else torch.randn(2, 3, generator=generator, dtype=torch.float64)
     z = torch.randn(2, 3, generator=generator, dtype=torch.float64)
     t_min, t_max = interpolant.valid_interval()
-    if t_min == 0.0 and t_max == 1.0:
+    if t_min == 0.0 and t_max == 1.0 and interpolant.schedule.signal_at_base == 0.0:
         sample = interpolant.sample(x0, x1, torch.tensor([0.0, 1.0], dtype=torch.float64), z)
         torch.testing.assert_close(sample.x_t[0], x0[0], atol=1e-12, rtol=0)
         torch.testing.assert_close(sample.x_t[1], x1[1], atol=1e-12, rtol=0)
@@ -101,9 +104,9 @@ def _every_pair(scale: float = 0.5) -> list[tuple[str, str, float]]:
 EVERY_PAIR = _every_pair()
 OFFSET = 1e-6
 # The derivatives that are genuinely infinite at an end (docs/math.md section 1), by gamma family or schedule:
-# gamma' = a (1 - 2t) / (2 sqrt(a t (1 - t))) of the Brownian gamma at both ends and alpha' = -t / sqrt(1 - t^2) of
-# sbdm at t = 1. Each grows like |t - end|^(-1/2).
-SINGULAR = {("brownian", "gamma_dot"): (0.0, 1.0), ("sbdm", "alpha_dot"): (1.0,)}
+# gamma' = a (1 - 2t) / (2 sqrt(a t (1 - t))) of the Brownian gamma at both ends, alpha' = -t / sqrt(1 - t^2) of
+# sbdm and alpha' = -beta^2 r / alpha of vp at t = 1. Each grows like |t - end|^(-1/2).
+SINGULAR = {("brownian", "gamma_dot"): (0.0, 1.0), ("sbdm", "alpha_dot"): (1.0,), ("vp", "alpha_dot"): (1.0,)}
 QUANTITIES = {
     "alpha": lambda c: c.alpha,
     "beta": lambda c: c.beta,

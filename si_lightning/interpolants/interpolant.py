@@ -18,8 +18,8 @@ class Coefficients:
     """alpha, beta, gamma, their t-derivatives and the products alpha alpha', gamma gamma', each shaped like t.
 
     The products come in closed form from the schedule and the gamma family: they stay finite at an end
-    where a derivative is infinite (gamma' of the Brownian gamma at t = 0 and 1, alpha' of sbdm at
-    t = 1), where the product of the factors would be 0 * inf.
+    where a derivative is infinite (gamma' of the Brownian gamma at t = 0 and 1, alpha' of sbdm and vp
+    at t = 1), where the product of the factors would be 0 * inf.
     """
 
     alpha: Tensor

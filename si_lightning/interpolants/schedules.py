@@ -3,7 +3,7 @@
 Convention (docs/math.md section 0): x_t = alpha x0 + beta x1 + gamma z, t = 0 base, t = 1 data,
 alpha(0) = beta(1) = 1, alpha(1) = beta(0) = 0. A schedule may depend on gamma (vp-trig) and
 declares which gamma families it accepts, whether x0 must be a standard Gaussian (one-sided),
-and where its own derivatives are singular. Where alpha' is singular at an end (sbdm at t = 1)
+and where its own derivatives are singular. Where alpha' is singular at an end (sbdm, vp at t = 1)
 the schedule also gives alpha alpha' in closed form, finite there, so that the variance rate of
 x_t's Gaussian part never multiplies 0 by infinity.
 """
@@ -37,6 +37,7 @@ class Schedule(ABC):
     allowed_gammas: tuple[str, ...] | None = None  # None: any family
     singular_at_start: bool = False  # alpha' or beta' infinite at t = 0
     singular_at_end: bool = False  # alpha' or beta' infinite at t = 1
+    signal_at_base: float = 0.0  # beta(0): the data's share of x_0, 0 except for vp (whose base is not pure noise)
 
     @abstractmethod
     def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta: ...
@@ -137,6 +138,40 @@ class ScoreBasedDiffusion(Schedule):
         return AlphaBeta(alpha, t, -t / alpha, torch.ones_like(t), -t)
 
 
+class VariancePreserving(Schedule):
+    """SiT's VP path (beta_min = 0.1, beta_max = 20) in this convention: x_t = alpha x0 + beta x1 with x0 ~ N(0, I).
+
+    With s = 1 - t the diffusion time and log m(s) = -(1/4) s^2 (beta_max - beta_min) - (1/2) s beta_min the
+    log mean coefficient of the VP SDE,
+
+        beta(t) = m(1 - t),   alpha(t) = sqrt(1 - beta^2),
+        beta'(t) = beta r(t),   alpha alpha' = -beta^2 r(t),   alpha' = -beta^2 r / alpha,
+        r(t) = (beta_min + (1 - t) (beta_max - beta_min)) / 2.
+
+    alpha' is singular at t = 1 (alpha = 0 there; alpha alpha' = -beta_min / 2 stays finite). The base end is
+    not exactly pure noise: beta(0) = exp(log m(1)) = exp(-5.025) = 6.57e-3 (``signal_at_base``) and
+    alpha(0) = sqrt(1 - beta(0)^2). These are SiT's exact coefficients, kept as they are rather than
+    renormalised: every sampler starts from x0 ~ N(0, I) at t = 0, which is the law of x_0 up to that
+    share of the data (as in SiT), and the valid interval is [0, 1 - endpoint_eps].
+    """
+
+    one_sided = True
+    allowed_gammas = ("zero",)
+    singular_at_end = True
+    beta_min: float = 0.1
+    beta_max: float = 20.0
+    signal_at_base = math.exp(-0.25 * (beta_max - beta_min) - 0.5 * beta_min)
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta:
+        diffusion_time = 1 - t
+        log_beta = -0.25 * diffusion_time**2 * (self.beta_max - self.beta_min) - 0.5 * diffusion_time * self.beta_min
+        beta = torch.exp(log_beta)
+        rate = 0.5 * (self.beta_min + diffusion_time * (self.beta_max - self.beta_min))  # d log beta / dt
+        alpha = torch.sqrt(-torch.expm1(2 * log_beta))  # 1 - beta^2 without cancellation as beta -> 1
+        alpha_alpha_dot = -(beta**2) * rate
+        return AlphaBeta(alpha, beta, alpha_alpha_dot / alpha, beta * rate, alpha_alpha_dot)
+
+
 class Mirror(Schedule):
     """alpha = 0 (x0 = x1), beta = 1, gamma > 0: rho0 = rho1 and b = gamma' eta_z."""
 
@@ -157,5 +192,6 @@ SCHEDULES: dict[str, type[Schedule]] = {
     "one-sided-linear": OneSidedLinear,
     "one-sided-trig": OneSidedTrig,
     "sbdm": ScoreBasedDiffusion,
+    "vp": VariancePreserving,
     "mirror": Mirror,
 }
