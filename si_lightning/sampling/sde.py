@@ -139,7 +139,8 @@ class SDESampler:
         scale: c >= 0 multiplying the diffusion family.
         last_step: one of ``LAST_STEPS`` (mean, tweedie, euler, none).
         last_step_size: h >= 0: the forward SDE stops at t_end - h; must be > 0 unless last_step is none.
-        grid: one of ``GRIDS`` (uniform, cosine).
+        grid: one of ``GRIDS`` (uniform, cosine, logsnr: uniform in log-SNR, edm: EDM's rho-grid in
+            sigma = alpha_bar / beta; the last two read the interpolant of the fields).
         interval: (t_start, t_end) inside the fields' score interval; None takes the whole of it.
     """
 
@@ -217,7 +218,8 @@ class SDESampler:
         if stop <= start:
             raise ValueError(f"last_step_size = {self.last_step_size!r} leaves no room for the SDE on [{start}, {end}]")
         first, last = (start, stop) if forward else (end, start)
-        grid = self.grid(first, last, self.steps, device=x.device, dtype=x.dtype)
+        # Path grids (logsnr, edm) are built from the fields' interpolant, exactly as the ODE builds them.
+        grid = self.grid(first, last, self.steps, device=x.device, dtype=x.dtype, interpolant=counted.interpolant)
         eps = self.diffusion.on_grid(grid, counted.interpolant)
         direction = 1.0 if forward else -1.0
 
