@@ -104,12 +104,11 @@ class GaussianMixture:
         t = as_batch_time(t, x.shape[0], x)
         c = self.interpolant.coefficients(t)
         alpha, beta, gamma = (v[:, None, None] for v in (c.alpha, c.beta, c.gamma))
-        alpha_dot, beta_dot = c.alpha_dot[:, None, None], c.beta_dot[:, None, None]
-        gamma_gamma_dot = torch.where(c.gamma == 0, torch.zeros_like(c.gamma), c.gamma * c.gamma_dot)
-        gamma_gamma_dot = gamma_gamma_dot[:, None, None]
+        beta_dot = c.beta_dot[:, None, None]
+        alpha_alpha_dot, gamma_gamma_dot = c.alpha_alpha_dot[:, None, None], c.gamma_gamma_dot[:, None, None]
         lam, s0_sq = self.eigenvalues.unsqueeze(0), self.base_std**2
         variance = beta**2 * lam + alpha**2 * s0_sq + gamma**2
-        variance_rate = 2 * (beta * beta_dot * lam + alpha * alpha_dot * s0_sq + gamma_gamma_dot)
+        variance_rate = 2 * (beta * beta_dot * lam + alpha_alpha_dot * s0_sq + gamma_gamma_dot)
         centres = alpha * self.base_mean + beta * self.means.unsqueeze(0)  # (batch, K, d)
         rotated = torch.einsum("kji,bkj->bki", self.eigenvectors, x.unsqueeze(1) - centres)
         log_normal = -0.5 * (rotated.pow(2) / variance + variance.log()).sum(-1) - 0.5 * self.dim * math.log(

@@ -29,6 +29,7 @@ INTERPOLANT_CASES = [
     ("one-sided-linear", "zero", 1.0),
     ("one-sided-trig", "zero", 1.0),
     ("sbdm", "zero", 1.0),
+    ("vp", "zero", 1.0),
     ("mirror", "brownian", 1.0),
     ("mirror", "quadratic", 1.0),
     ("mirror", "sine-squared", 0.5),

@@ -9,9 +9,10 @@ import torch
 
 from si_lightning.analytic import GaussianMixture
 from si_lightning.interpolants import Interpolant
-from si_lightning.sampling import EDMGrid, LogSNRGrid, ODESampler, SDESampler, log_snr
+from si_lightning.sampling import GRIDS, EDMGrid, LogSNRGrid, ODESampler, OracleFields, SDESampler, log_snr
 from si_lightning.sampling.design import FittedGrid, fit_lipschitz_grid, fit_local_error_grid
 from tests.conftest import mixture_2d
+from tests.test_sampling_mmd import SAMPLES, gaussian_mmd, mixture, mixture_threshold
 
 BROWNIAN = Interpolant("linear", "brownian", 1.0)
 
@@ -38,10 +39,73 @@ def test_edm_grid_follows_the_rho_formula_in_sigma_and_reverses():
     assert torch.equal(grid(1.0, 0.0, 8, interpolant=Interpolant("linear", "zero")), times.flip(0))
 
 
-def test_path_grids_need_the_interpolant():
+class WithoutInterpolant:
+    """The oracle's velocity and score behind an object that carries no interpolant."""
+
+    def __init__(self, oracle: GaussianMixture) -> None:
+        self.oracle = oracle
+
+    def velocity(self, t, x, cond=None):
+        return self.oracle.velocity(t, x)
+
+    def score(self, t, x, cond=None):
+        return self.oracle.score(t, x)
+
+
+@pytest.mark.parametrize("grid", ["logsnr", "edm"])
+def test_path_grids_need_the_interpolant(grid):
+    fields = WithoutInterpolant(mixture_2d(BROWNIAN))
+    x0 = torch.zeros(4, 2, dtype=torch.float64)
+    with pytest.raises(ValueError, match="needs the interpolant of the fields, and got none"):
+        SDESampler(10, diffusion="constant", grid=grid).sample(fields, x0)
+    with pytest.raises(ValueError, match="needs the interpolant of the fields, and got none"):
+        ODESampler("euler", 10, grid=grid).sample(fields, x0)
+
+
+class RecordingFields(OracleFields):
+    """The oracle's fields, recording the time of every evaluation."""
+
+    def __init__(self, oracle: GaussianMixture) -> None:
+        super().__init__(oracle)
+        self.times: list[float] = []
+
+    def velocity(self, t, x, cond=None):
+        self.times.append(float(t[0]))
+        return super().velocity(t, x, cond)
+
+    def velocity_plus_score(self, t, x, cond, weight):
+        self.times.append(float(t[0]))
+        return super().velocity_plus_score(t, x, cond, weight)
+
+
+@pytest.mark.parametrize("grid", ["logsnr", "edm"])
+def test_the_sde_steps_on_the_grid_the_ode_builds(grid):
+    """Euler-Maruyama evaluates at grid[:-1] (and the last step at the stopping time), the Euler ODE at grid[:-1]."""
     oracle = mixture_2d(BROWNIAN)
-    with pytest.raises(ValueError, match="needs the interpolant"):
-        SDESampler(10, grid="logsnr").sample(oracle, oracle.sample_base(4))
+    x0 = oracle.sample_base(4, torch.Generator().manual_seed(0))
+    start, end, last_step_size = 0.001, 0.999, 0.04
+    sde_fields, ode_fields = RecordingFields(oracle), RecordingFields(oracle)
+    sde = SDESampler(16, method="euler-maruyama", diffusion="constant", grid=grid, last_step_size=last_step_size)
+    sde.sample(sde_fields, x0, generator=torch.Generator().manual_seed(1))
+    ODESampler("euler", 16, grid=grid, interval=(start, end - last_step_size)).sample(ode_fields, x0)
+    expected = GRIDS[grid]()(start, end - last_step_size, 16, dtype=torch.float64, interpolant=BROWNIAN)
+    assert sde_fields.times == ode_fields.times + [end - last_step_size] == expected.tolist()
+    assert log_snr(BROWNIAN, expected).diff().min() > 0  # a path grid, not the uniform one
+    assert (expected.diff() - expected.diff().mean()).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("grid", ["logsnr", "edm"])
+def test_the_sde_on_path_grids_reproduces_the_mixture(grid):
+    """Euler-Maruyama, constant eps = 1, 200 steps and the Tweedie last step from t = 0.989 (as on the uniform grid
+    in test_sampling_sde.py): mean within 4 standard errors of the mixture's, MMD below the data-vs-data threshold."""
+    oracle = mixture()
+    generator = torch.Generator().manual_seed(41)
+    sampler = SDESampler(200, diffusion="constant", grid=grid, last_step="tweedie", last_step_size=0.01)
+    samples = sampler.sample(oracle, oracle.sample_base(SAMPLES, generator), generator=generator).x
+    mean = (oracle.weights[:, None] * oracle.means).sum(0)
+    standard_error = samples.std(0) / math.sqrt(SAMPLES)
+    assert bool(((samples.mean(0) - mean).abs() < 4 * standard_error).all())
+    assert gaussian_mmd(samples, oracle.sample_data(SAMPLES, generator)) < mixture_threshold()
 
 
 def dopri5_reference(oracle, x0):

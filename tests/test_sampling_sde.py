@@ -215,8 +215,15 @@ class ExplodingFields(Fields):
 
 
 def test_nan_during_the_sde_raises_naming_the_step():
-    sampler = SDESampler(100, diffusion="constant", last_step="none", last_step_size=0.0)
+    sampler = SDESampler(100, "euler-maruyama", diffusion="constant", last_step="none", last_step_size=0.0)
     with pytest.raises(FloatingPointError, match=r"NaN or inf appeared at step 51 of 100 \(t = 0.51 -> 0.52\)"):
+        sampler.sample(ExplodingFields(), torch.ones(4, 2))
+
+
+def test_the_exponential_method_needs_the_interpolant():
+    """ExplodingFields carry no interpolant: the default method cannot read alpha_bar, and says which method can."""
+    sampler = SDESampler(100, diffusion="constant", last_step="none", last_step_size=0.0)
+    with pytest.raises(ValueError, match=r"on ExplodingFields\(\): SDE method 'exponential-euler' needs fields that "):
         sampler.sample(ExplodingFields(), torch.ones(4, 2))
 
 

@@ -2,6 +2,9 @@
 
 Each family has a scale ``a``; ``singular_at_ends`` says whether gamma' blows up at t = 0 and
 t = 1 (the Brownian family is not C^1 there), which shrinks the interpolant's valid interval.
+The product gamma gamma' (half the rate of the variance gamma^2) stays finite even there, so every
+family also returns it in closed form (``gamma_gamma_dot``): multiplying gamma = 0 by gamma' = inf
+at an end would give NaN, and replacing it by 0 would be wrong (the Brownian limit is a / 2).
 """
 
 from __future__ import annotations
@@ -28,12 +31,19 @@ class Gamma(ABC):
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]: ...
 
     @abstractmethod
+    def gamma_gamma_dot(self, t: Tensor) -> Tensor:
+        """gamma(t) gamma'(t) = (1/2) d/dt gamma^2 in closed form, finite on all of [0, 1]; shaped like t."""
+
+    @abstractmethod
     def maximum(self) -> float:
         """max over t in [0, 1] of gamma(t)."""
 
 
 class Brownian(Gamma):
-    """gamma = sqrt(a t (1 - t)): the Brownian-bridge noise; gamma' = a (1 - 2t) / (2 gamma)."""
+    """gamma = sqrt(a t (1 - t)): the Brownian-bridge noise; gamma' = a (1 - 2t) / (2 gamma).
+
+    gamma' is infinite at t = 0 and t = 1; gamma gamma' = a (1 - 2t) / 2 is not (a / 2 and -a / 2 there).
+    """
 
     singular_at_ends = True
 
@@ -41,25 +51,34 @@ class Brownian(Gamma):
         gamma = torch.sqrt(self.scale * t * (1 - t))
         return gamma, self.scale * (1 - 2 * t) / (2 * gamma)
 
+    def gamma_gamma_dot(self, t: Tensor) -> Tensor:
+        return self.scale * (1 - 2 * t) / 2
+
     def maximum(self) -> float:
         return math.sqrt(self.scale / 4)
 
 
 class Quadratic(Gamma):
-    """gamma = a t (1 - t); gamma' = a (1 - 2t)."""
+    """gamma = a t (1 - t); gamma' = a (1 - 2t); gamma gamma' = a^2 t (1 - t) (1 - 2t)."""
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return self.scale * t * (1 - t), self.scale * (1 - 2 * t)
+
+    def gamma_gamma_dot(self, t: Tensor) -> Tensor:
+        return self.scale**2 * t * (1 - t) * (1 - 2 * t)
 
     def maximum(self) -> float:
         return self.scale / 4
 
 
 class SineSquared(Gamma):
-    """gamma = a sin^2(pi t); gamma' = a pi sin(2 pi t)."""
+    """gamma = a sin^2(pi t); gamma' = a pi sin(2 pi t); gamma gamma' = a^2 pi sin^2(pi t) sin(2 pi t)."""
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return self.scale * torch.sin(math.pi * t) ** 2, self.scale * math.pi * torch.sin(2 * math.pi * t)
+
+    def gamma_gamma_dot(self, t: Tensor) -> Tensor:
+        return self.scale**2 * math.pi * torch.sin(math.pi * t) ** 2 * torch.sin(2 * math.pi * t)
 
     def maximum(self) -> float:
         return self.scale
@@ -72,6 +91,9 @@ class Zero(Gamma):
 
     def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
         return torch.zeros_like(t), torch.zeros_like(t)
+
+    def gamma_gamma_dot(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
 
     def maximum(self) -> float:
         return 0.0

@@ -15,7 +15,12 @@ from si_lightning.registry import lookup
 
 @dataclass(frozen=True)
 class Coefficients:
-    """alpha, beta, gamma and their t-derivatives, each shaped like t (batch,)."""
+    """alpha, beta, gamma, their t-derivatives and the products alpha alpha', gamma gamma', each shaped like t.
+
+    The products come in closed form from the schedule and the gamma family: they stay finite at an end
+    where a derivative is infinite (gamma' of the Brownian gamma at t = 0 and 1, alpha' of sbdm and vp
+    at t = 1), where the product of the factors would be 0 * inf.
+    """
 
     alpha: Tensor
     beta: Tensor
@@ -23,15 +28,19 @@ class Coefficients:
     alpha_dot: Tensor
     beta_dot: Tensor
     gamma_dot: Tensor
+    alpha_alpha_dot: Tensor
+    gamma_gamma_dot: Tensor
 
     def noise_variance(self, gaussian_base: bool) -> Tensor:
         """alpha_bar^2: the variance of the Gaussian part of x_t (alpha^2 + gamma^2 for a Gaussian base)."""
         return self.alpha**2 + self.gamma**2 if gaussian_base else self.gamma**2
 
     def noise_variance_rate(self, gaussian_base: bool) -> Tensor:
-        """alpha_bar alpha_bar' = (1/2) d/dt alpha_bar^2, finite wherever alpha' and gamma gamma' are."""
-        gamma_gamma_dot = torch.where(self.gamma == 0, torch.zeros_like(self.gamma), self.gamma * self.gamma_dot)
-        return self.alpha * self.alpha_dot + gamma_gamma_dot if gaussian_base else gamma_gamma_dot
+        """alpha_bar alpha_bar' = (1/2) d/dt alpha_bar^2: alpha alpha' + gamma gamma' (Gaussian base) or gamma gamma'.
+
+        Finite on all of [0, 1], even where alpha' or gamma' is infinite (the products are closed forms).
+        """
+        return self.alpha_alpha_dot + self.gamma_gamma_dot if gaussian_base else self.gamma_gamma_dot
 
 
 @dataclass(frozen=True)
@@ -129,8 +138,11 @@ class Interpolant:
     def coefficients(self, t: Tensor) -> Coefficients:
         """alpha, beta, gamma and derivatives at t, each shaped like t."""
         gamma, gamma_dot = self.gamma_family(t)
-        alpha, beta, alpha_dot, beta_dot = self.schedule(t, gamma, gamma_dot)
-        return Coefficients(alpha, beta, gamma, alpha_dot, beta_dot, gamma_dot)
+        gamma_gamma_dot = self.gamma_family.gamma_gamma_dot(t)
+        alpha, beta, alpha_dot, beta_dot, alpha_alpha_dot = self.schedule(t, gamma, gamma_gamma_dot)
+        if alpha_alpha_dot is None:
+            alpha_alpha_dot = alpha * alpha_dot
+        return Coefficients(alpha, beta, gamma, alpha_dot, beta_dot, gamma_dot, alpha_alpha_dot, gamma_gamma_dot)
 
     def noise_scale(self, coefficients: Coefficients) -> Tensor:
         """The factor of the Gaussian variable the denoiser predicts: alpha (one-sided) or gamma."""

@@ -3,8 +3,10 @@
     forward  (base -> data):  dX = (b + eps s) dt + sqrt(2 eps) dW,     t from t_start up to t_end
     backward (data -> base):  dY = (b - eps s) dt + sqrt(2 eps) dW^B,   t from t_end down to t_start
 
-Integrated by Euler-Maruyama or stochastic Heun on a time grid. The forward SDE stops at
-t_end - h (h = ``last_step_size``) and takes one last step ([SiT]): ``mean`` x + h b_F,
+Integrated on a time grid by the exponential Euler-Maruyama step (the default: exact in the part of the
+state linear in x, so no step size makes it amplify the state), Euler-Maruyama or stochastic Heun
+(``sde_methods``). The forward SDE stops at t_end - h (h = ``last_step_size``) and takes one last step
+([SiT]): ``mean`` the method's step without its noise (x + h b_F for Euler-Maruyama and Heun),
 ``tweedie`` E[x1 | x_t], ``euler`` x + h b, or ``none`` (x at t_end - h as is; h = 0 integrates the
 SDE to t_end). No host sync per step: a NaN or inf is recorded on the device and reported at the end.
 Per-sample seeds keep their batch-size invariance with one batched noise draw per step
@@ -14,7 +16,6 @@ Per-sample seeds keep their batch-size invariance with one batched noise draw pe
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -34,68 +35,36 @@ from si_lightning.sampling.diffusion import DIFFUSIONS
 from si_lightning.sampling.fields import CountedFields, Fields, as_fields
 from si_lightning.sampling.grids import GRIDS
 from si_lightning.sampling.ode import SampleResult
+from si_lightning.sampling.sde_methods import SDE_METHODS
 from si_lightning.sampling.seeds import GeneratorArgument, NoiseSource, Seeds
 from si_lightning.sampling.solvers import FiniteMonitor
 
-Drift = Callable[[Tensor, Tensor, Tensor], Tensor]  # (t 0-d, x, eps 0-d) -> b +- eps s
-
-
-class SDEMethod(ABC):
-    """One step from t to t_next with Brownian increment sqrt(|h|) * noise (noise ~ N(0, I))."""
-
-    @abstractmethod
-    def step(
-        self, drift: Drift, t: Tensor, t_next: Tensor, x: Tensor, eps: Tensor, eps_next: Tensor, noise: Tensor
-    ) -> Tensor: ...
-
-
-class EulerMaruyama(SDEMethod):
-    """x + h f(t, x) + sqrt(2 eps(t) |h|) xi: one evaluation per step."""
-
-    def step(
-        self, drift: Drift, t: Tensor, t_next: Tensor, x: Tensor, eps: Tensor, eps_next: Tensor, noise: Tensor
-    ) -> Tensor:
-        step = t_next - t
-        return x + step * drift(t, x, eps) + torch.sqrt(2 * eps * step.abs()) * noise
-
-
-class StochasticHeun(SDEMethod):
-    """Heun for additive noise: predictor x + h f + sigma dW, corrector with averaged f and sigma.
-
-    sigma = sqrt(2 eps); strong order 1 for noise that does not depend on x. Two evaluations per step.
-    """
-
-    def step(
-        self, drift: Drift, t: Tensor, t_next: Tensor, x: Tensor, eps: Tensor, eps_next: Tensor, noise: Tensor
-    ) -> Tensor:
-        step = t_next - t
-        increment = torch.sqrt(step.abs()) * noise
-        sigma, sigma_next = torch.sqrt(2 * eps), torch.sqrt(2 * eps_next)
-        slope = drift(t, x, eps)
-        predicted = x + step * slope + sigma * increment
-        corrected_slope = drift(t_next, predicted, eps_next)
-        return x + 0.5 * step * (slope + corrected_slope) + 0.5 * (sigma + sigma_next) * increment
-
-
-SDE_METHODS: dict[str, type[SDEMethod]] = {"euler-maruyama": EulerMaruyama, "heun": StochasticHeun}
-
 
 class LastStep(ABC):
-    """The final move from the stopping time t to t_end = t + h (``needs_data``: uses E[x1 | x_t])."""
+    """The final move from the stopping time t to t_end = t + h.
+
+    ``needs_data``: uses E[x1 | x_t]; ``needs_score_weight``: uses the score weight w the SDE method gives the
+    step from t to t_end (eps(t) for Euler-Maruyama and Heun, c / h for the exponential method).
+    """
 
     needs_data: bool = False
+    needs_score_weight: bool = False
 
     @abstractmethod
     def apply(
-        self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None
+        self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, weight: Tensor, cond: Condition | None
     ) -> Tensor: ...
 
 
 class MeanStep(LastStep):
-    """x + h b_F(t, x) = x + h (b + eps s): the SDE step without its noise."""
+    """x + h (b + w s): the SDE method's step without its noise (x + h b_F, SiT's "Mean", for Euler-Maruyama)."""
 
-    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
-        return x + step * fields.velocity_plus_score(batch_time(t, x.shape[0]), x, cond, eps)
+    needs_score_weight = True
+
+    def apply(
+        self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, weight: Tensor, cond: Condition | None
+    ) -> Tensor:
+        return x + step * fields.velocity_plus_score(batch_time(t, x.shape[0]), x, cond, weight)
 
 
 class TweedieStep(LastStep):
@@ -103,21 +72,27 @@ class TweedieStep(LastStep):
 
     needs_data = True
 
-    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
+    def apply(
+        self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, weight: Tensor, cond: Condition | None
+    ) -> Tensor:
         return fields.data(batch_time(t, x.shape[0]), x, cond)
 
 
 class EulerStep(LastStep):
     """x + h b(t, x): the probability-flow ODE step."""
 
-    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
+    def apply(
+        self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, weight: Tensor, cond: Condition | None
+    ) -> Tensor:
         return x + step * fields.velocity(batch_time(t, x.shape[0]), x, cond)
 
 
 class NoLastStep(LastStep):
     """x at the stopping time, as is."""
 
-    def apply(self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, eps: Tensor, cond: Condition | None) -> Tensor:
+    def apply(
+        self, fields: Fields, t: Tensor, step: Tensor, x: Tensor, weight: Tensor, cond: Condition | None
+    ) -> Tensor:
         return x
 
 
@@ -130,23 +105,26 @@ LAST_STEPS: dict[str, type[LastStep]] = {
 
 
 class SDESampler:
-    """Euler-Maruyama or stochastic Heun for the forward (``sample``) and backward (``encode``) SDE.
+    """Exponential Euler-Maruyama, Euler-Maruyama or stochastic Heun for the forward (``sample``) and backward
+    (``encode``) SDE.
 
     Args:
         steps: number of SDE steps (the last step, if any, comes on top).
-        method: one of ``SDE_METHODS`` (euler-maruyama, heun).
+        method: one of ``SDE_METHODS``: exponential-euler (the default: needs fields that carry their
+            interpolant, and never amplifies the state), euler-maruyama, heun.
         diffusion: one of ``DIFFUSIONS``: constant, sbdm, sigma, linear, decreasing, increasing-decreasing.
         scale: c >= 0 multiplying the diffusion family.
         last_step: one of ``LAST_STEPS`` (mean, tweedie, euler, none).
         last_step_size: h >= 0: the forward SDE stops at t_end - h; must be > 0 unless last_step is none.
-        grid: one of ``GRIDS`` (uniform, cosine).
+        grid: one of ``GRIDS`` (uniform, cosine, logsnr: uniform in log-SNR, edm: EDM's rho-grid in
+            sigma = alpha_bar / beta; the last two read the interpolant of the fields).
         interval: (t_start, t_end) inside the fields' score interval; None takes the whole of it.
     """
 
     def __init__(
         self,
         steps: int = 250,
-        method: str = "euler-maruyama",
+        method: str = "exponential-euler",
         diffusion: str = "sbdm",
         scale: float = 1.0,
         last_step: str = "mean",
@@ -217,24 +195,26 @@ class SDESampler:
         if stop <= start:
             raise ValueError(f"last_step_size = {self.last_step_size!r} leaves no room for the SDE on [{start}, {end}]")
         first, last = (start, stop) if forward else (end, start)
-        grid = self.grid(first, last, self.steps, device=x.device, dtype=x.dtype)
-        eps = self.diffusion.on_grid(grid, counted.interpolant)
-        direction = 1.0 if forward else -1.0
+        # Path grids (logsnr, edm) are built from the fields' interpolant, exactly as the ODE builds them.
+        grid = self.grid(first, last, self.steps, device=x.device, dtype=x.dtype, interpolant=counted.interpolant)
+        what = f"{self!r} on {counted!r}"
+        plan = self.method.plan(grid, self.diffusion, counted.interpolant, 1.0 if forward else -1.0, what)
 
-        def drift(t: Tensor, state: Tensor, eps_t: Tensor) -> Tensor:
-            return counted.velocity_plus_score(batch_time(t, state.shape[0]), state, cond, direction * eps_t)
+        def drift(t: Tensor, state: Tensor, weight: Tensor) -> Tensor:
+            return counted.velocity_plus_score(batch_time(t, state.shape[0]), state, cond, weight)
 
         monitor = FiniteMonitor(x.device)
         for index in range(self.steps):
-            x = self.method.step(
-                drift, grid[index], grid[index + 1], x, eps[index], eps[index + 1], noise.normal_like(x)
-            )
+            x = self.method.step(drift, plan, index, x, noise.normal_like(x))
             monitor.update(index, (x,))
-        monitor.check(grid, f"{self!r} on {counted!r}")
+        monitor.check(grid, what)
         if not forward:
             return SampleResult(x, counted.nfe, (end, start))
-        step = torch.as_tensor(end, dtype=x.dtype, device=x.device) - grid[-1]
-        x = self.last_step.apply(counted, grid[-1], step, x, eps[-1], cond)
+        final = torch.stack([grid[-1], torch.as_tensor(end, dtype=x.dtype, device=x.device)])
+        weight = plan.eps[-1]  # read only by a last step that needs_score_weight
+        if self.last_step.needs_score_weight:
+            weight = self.method.plan(final, self.diffusion, counted.interpolant, 1.0, what).score_weight[0]
+        x = self.last_step.apply(counted, grid[-1], final[1] - final[0], x, weight, cond)
         if not bool(torch.isfinite(x).all()):
             raise FloatingPointError(
                 f"{self!r}: the last step ({self.last_step_name}) at t = {stop:.6g} gave a NaN or inf"
