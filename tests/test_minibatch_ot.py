@@ -1,4 +1,5 @@
-"""Minibatch optimal-transport couplings: permutations, optimality, the Gaussian Monge cost, classes, DDP."""
+"""Minibatch optimal-transport couplings: permutations, optimality, the sinkhorn plan, the Gaussian Monge cost,
+classes, DDP."""
 
 from __future__ import annotations
 
@@ -13,7 +14,12 @@ import pytest
 import torch
 
 from si_lightning.couplings import ClassLabels, IndependentCoupling, MinibatchOT, SuperResolution
-from si_lightning.couplings.transport import sinkhorn_log_plan, squared_distances
+from si_lightning.couplings.transport import (
+    PLAN_TOLERANCE,
+    marginal_error,
+    sinkhorn_log_plan,
+    squared_distances,
+)
 from tests.integration import ddp_minibatch_ot_run as ddp_run
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -53,6 +59,42 @@ def test_sinkhorn_plan_has_uniform_marginals():
     plan = sinkhorn_log_plan(cost, 0.05 * float(cost.mean()), 3000).exp()  # converged (linear rate)
     torch.testing.assert_close(plan.sum(0), torch.full((32,), 1 / 32, dtype=torch.float64), rtol=1e-6, atol=0)
     torch.testing.assert_close(plan.sum(1), torch.full((32,), 1 / 32, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+def small_batch() -> tuple[torch.Tensor, torch.Tensor, float]:
+    """x0, x1 (6, 2) and eps = 0.3 mean(C): a plan with entries of n P from ~0 to ~0.9."""
+    generator = seeded(9)
+    x0, x1 = torch.randn(6, 2, generator=generator), torch.randn(6, 2, generator=generator)
+    return x0, x1, 0.3 * float(squared_distances(x0, x1).mean())
+
+
+def test_sinkhorn_plan_is_the_entropic_plan_to_the_tolerance():
+    """Uniform marginals within the stopping tolerance, and log P + C / eps = f_i + g_j (additive), which with
+    the marginals makes P the entropic plan."""
+    x0, x1, epsilon = small_batch()
+    cost = squared_distances(x0, x1)
+    log_plan = sinkhorn_log_plan(cost, epsilon, 1000)
+    plan = log_plan.exp()
+    assert marginal_error(plan) <= PLAN_TOLERANCE * (1 + 1e-6)
+    potentials = log_plan + cost / epsilon
+    additive = potentials.mean(1, keepdim=True) + potentials.mean(0, keepdim=True) - potentials.mean()
+    torch.testing.assert_close(potentials, additive, rtol=0, atol=1e-12 * float(potentials.abs().max()))
+
+
+def test_sinkhorn_iterations_shrink_the_marginal_error():
+    """One iteration leaves the rows far from uniform; the error then contracts (linear convergence: by more
+    than 4 between these checkpoints) until the tolerance stops the loop, so more iterations change nothing."""
+    cost = squared_distances(torch.randn(32, 2, generator=seeded(4)), torch.randn(32, 2, generator=seeded(5)))
+    epsilon = 0.05 * float(cost.mean())
+    counts = (1, 10, 100, 1000, 3000)
+    errors = [marginal_error(sinkhorn_log_plan(cost, epsilon, count).exp()) for count in counts]
+    print("marginal error after", counts, "iterations:", [f"{error:.1e}" for error in errors])
+    assert errors[0] > 1 and all(later < earlier / 4 for earlier, later in itertools.pairwise(errors[:4]))
+    assert errors[4] <= PLAN_TOLERANCE
+    converged = sinkhorn_log_plan(cost, epsilon, 3000)
+    assert torch.equal(converged, sinkhorn_log_plan(cost, epsilon, 10000))
+    few = sinkhorn_log_plan(cost, epsilon, 1).exp()
+    assert float((few - converged.exp()).abs().max()) * 32 > 0.1
 
 
 def test_sinkhorn_pairing_moves_from_exact_to_independent_with_the_regularisation():
