@@ -1,4 +1,5 @@
-"""Minibatch optimal-transport couplings: permutations, optimality, the Gaussian Monge cost, classes, DDP."""
+"""Minibatch optimal-transport couplings: permutations, optimality, the sinkhorn plan and the frequencies of its
+sampled pairings, the Gaussian Monge cost, classes, DDP."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ import pytest
 import torch
 
 from si_lightning.couplings import ClassLabels, IndependentCoupling, MinibatchOT, SuperResolution
-from si_lightning.couplings.transport import sinkhorn_log_plan, squared_distances
+from si_lightning.couplings.transport import (
+    PLAN_TOLERANCE,
+    SAMPLING_BITS,
+    integer_plan,
+    marginal_error,
+    sinkhorn_log_plan,
+    squared_distances,
+)
 from tests.integration import ddp_minibatch_ot_run as ddp_run
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -53,6 +61,78 @@ def test_sinkhorn_plan_has_uniform_marginals():
     plan = sinkhorn_log_plan(cost, 0.05 * float(cost.mean()), 3000).exp()  # converged (linear rate)
     torch.testing.assert_close(plan.sum(0), torch.full((32,), 1 / 32, dtype=torch.float64), rtol=1e-6, atol=0)
     torch.testing.assert_close(plan.sum(1), torch.full((32,), 1 / 32, dtype=torch.float64), rtol=1e-6, atol=0)
+
+
+def small_batch() -> tuple[torch.Tensor, torch.Tensor, float]:
+    """x0, x1 (6, 2) and eps = 0.3 mean(C): a plan with entries of n P from ~0 to ~0.9."""
+    generator = seeded(9)
+    x0, x1 = torch.randn(6, 2, generator=generator), torch.randn(6, 2, generator=generator)
+    return x0, x1, 0.3 * float(squared_distances(x0, x1).mean())
+
+
+def test_sinkhorn_pairing_frequencies_are_n_times_the_entropic_plan():
+    """Over M draws on one batch, x1_j meets x0_i with frequency n P_ij: each of the 36 frequencies within
+    5 binomial standard errors sqrt(p (1 - p) / M) of p = n P_ij, plus 1 / M for the entries with M p << 1,
+    where one count is already a deviation (perturb-and-MAP on log P is off by 0.13 here, 8.6 standard errors)."""
+    x0, x1, epsilon = small_batch()
+    plan = sinkhorn_log_plan(squared_distances(x0, x1), epsilon, 20000).exp()
+    expected = 6 * plan
+    draws, generator, coupling = 1000, seeded(1), MinibatchOT("sinkhorn", regularization=0.3)
+    frequencies = torch.zeros(6, 6, dtype=torch.float64)
+    for _ in range(draws):
+        permutation = coupling.permutation(x0, x1, generator=generator)
+        assert sorted(permutation.tolist()) == list(range(6))  # every x0 and every x1 used once
+        frequencies[permutation, torch.arange(6)] += 1 / draws
+    standard_error = (expected * (1 - expected) / draws).sqrt()
+    deviation = (frequencies - expected).abs()
+    print(f"max |frequency - n P| = {float(deviation.max()):.4f}, {float((deviation / standard_error).max()):.2f} SE")
+    assert bool((deviation <= 5 * standard_error + 1 / draws).all()), (frequencies, expected)
+
+
+def test_sinkhorn_plan_is_the_entropic_plan_to_the_tolerance():
+    """Uniform marginals within the stopping tolerance, and log P + C / eps = f_i + g_j (additive), which with
+    the marginals makes P the entropic plan; the sampler's integer rounding moves n P by <= (n + 1) 2^-30."""
+    x0, x1, epsilon = small_batch()
+    cost = squared_distances(x0, x1)
+    log_plan = sinkhorn_log_plan(cost, epsilon, 1000)
+    plan = log_plan.exp()
+    assert marginal_error(plan) <= PLAN_TOLERANCE * (1 + 1e-6)
+    potentials = log_plan + cost / epsilon
+    additive = potentials.mean(1, keepdim=True) + potentials.mean(0, keepdim=True) - potentials.mean()
+    torch.testing.assert_close(potentials, additive, rtol=0, atol=1e-12 * float(potentials.abs().max()))
+    counts = integer_plan((6 * plan).numpy())
+    assert (counts.sum(0) == 2**SAMPLING_BITS).all() and (counts.sum(1) == 2**SAMPLING_BITS).all()
+    rounding = abs(counts / 2**SAMPLING_BITS - (6 * plan).numpy()).max()
+    assert rounding <= 7 * 2.0**-SAMPLING_BITS + PLAN_TOLERANCE
+
+
+def test_sinkhorn_iterations_shrink_the_marginal_error():
+    """One iteration leaves the rows far from uniform; the error then contracts (linear convergence: by more
+    than 4 between these checkpoints) until the tolerance stops the loop, so more iterations change nothing."""
+    cost = squared_distances(torch.randn(32, 2, generator=seeded(4)), torch.randn(32, 2, generator=seeded(5)))
+    epsilon = 0.05 * float(cost.mean())
+    counts = (1, 10, 100, 1000, 3000)
+    errors = [marginal_error(sinkhorn_log_plan(cost, epsilon, count).exp()) for count in counts]
+    print("marginal error after", counts, "iterations:", [f"{error:.1e}" for error in errors])
+    assert errors[0] > 1 and all(later < earlier / 4 for earlier, later in itertools.pairwise(errors[:4]))
+    assert errors[4] <= PLAN_TOLERANCE
+    converged = sinkhorn_log_plan(cost, epsilon, 3000)
+    assert torch.equal(converged, sinkhorn_log_plan(cost, epsilon, 10000))
+    # The pairing follows: one iteration's plan, rounded to doubly stochastic, is far from the converged one.
+    few = integer_plan((32 * sinkhorn_log_plan(cost, epsilon, 1).exp()).numpy()) / 2**SAMPLING_BITS
+    assert abs(few - (32 * converged.exp()).numpy()).max() > 0.1
+
+
+def test_sinkhorn_pairing_is_reproducible_from_the_generator():
+    x1, labels = ddp_run.global_batch(48)
+    x0 = torch.randn(48, 2, generator=seeded(10))
+    coupling = MinibatchOT("sinkhorn")
+    for group in (None, labels):
+        first, second, other = seeded(11), seeded(11), seeded(12)
+        draws = [coupling.permutation(x0, x1, group, first) for _ in range(3)]
+        assert all(torch.equal(draw, coupling.permutation(x0, x1, group, second)) for draw in draws)
+        assert not torch.equal(draws[0], draws[1])  # the generator moves on: a new pairing every call
+        assert not torch.equal(draws[0], coupling.permutation(x0, x1, group, other))
 
 
 def test_sinkhorn_pairing_moves_from_exact_to_independent_with_the_regularisation():
