@@ -1,8 +1,8 @@
 """Loading a trained model for the commands: a checkpoint written by ``si-lightning fit``.
 
 The checkpoint is read with ``torch.load(weights_only=True)`` (tensors and plain values only, no
-code runs). Its ``state_dict`` holds the weights the model samples with: under the EMA callback,
-Lightning's weight averaging stores the *averaged* weights there and the raw weights under
+code runs). Its ``state_dict`` holds the weights the model samples with: under the EMA callback
+(``si_lightning.callbacks.EMA``) the *averaged* weights are stored there and the raw weights under
 ``current_model_state``; ``--weights raw`` picks the latter.
 """
 
