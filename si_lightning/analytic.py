@@ -207,7 +207,7 @@ class GaussianMixture:
 
 
 class ConditionalGaussian:
-    """Exact conditional velocity of a data-dependent coupling around a Gaussian (MATH.md section 6).
+    """Exact conditional velocity of a data-dependent coupling around a Gaussian (docs/math.md section 6, Couplings).
 
     Data x1 ~ N(mu, S); the coupling observes xi = x1 + sigma zeta (a degraded x1, the centre of the
     base, as U(D(x1)) is for super-resolution) and draws the base x0 = xi + s0 zeta', zeta, zeta' ~ N(0, I).

@@ -1,6 +1,6 @@
 """What a network is conditioned on besides (x_t, t): class labels and extra input channels.
 
-A coupling (si_lightning/couplings.py) produces it; a backbone (si_lightning/nn/) consumes it.
+A coupling (si_lightning/couplings/) produces it; a backbone (si_lightning/nn/) consumes it.
 Class labels use ``num_classes`` as the null label of classifier-free guidance, so a backbone with a
 class embedding has ``num_classes + 1`` rows.
 """

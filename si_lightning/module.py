@@ -8,16 +8,19 @@ training changes.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import IO, Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from torch import Tensor, nn
 
 from si_lightning.callbacks.guard import check_finite_checkpoint
+from si_lightning.checkpoints import explain_unloadable_checkpoint
 from si_lightning.condition import Condition
 from si_lightning.couplings import mask_velocity
 from si_lightning.interpolants import Interpolant, TimeSampler, UniformTime, get_prediction, interpolant_loss
@@ -103,6 +106,33 @@ class InterpolantModule(pl.LightningModule):
         objects = [name for name, value in arguments.items() if name not in ("self", "__class__")]
         ignore = [name for name in objects if not isinstance(arguments[name], (str, int, float, bool, type(None)))]
         self.save_hyperparameters(ignore=ignore)
+
+    @_restricted_classmethod
+    def load_from_checkpoint(
+        cls,
+        checkpoint_path: str | os.PathLike | IO,
+        map_location: Any = None,
+        hparams_file: str | os.PathLike | None = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> InterpolantModule:
+        """Lightning's ``load_from_checkpoint``; a file that is no checkpoint gives one line naming it.
+
+        Missing: FileNotFoundError. A text file, random bytes, a plain state_dict, or a pickle that needs
+        a global outside torch's allowlist (named): CheckpointFileError (a ValueError) saying what was
+        expected, instead of torch's multi-paragraph refusal. The file is examined only after a failure,
+        and a readable Lightning checkpoint keeps its own error (a backbone that does not match, ...).
+        """
+        try:
+            return super().load_from_checkpoint(
+                checkpoint_path, map_location, hparams_file, strict, weights_only, **kwargs
+            )
+        except Exception:
+            explanation = explain_unloadable_checkpoint(checkpoint_path, weights_only)
+            if explanation is None:
+                raise
+        raise explanation
 
     def check_backbone_outputs(self) -> None:
         """The prediction ``velocity+denoiser`` needs twice the data channels from the backbone."""

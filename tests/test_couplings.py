@@ -1,4 +1,4 @@
-"""Couplings against their formulas (MATH.md section 6); statistics within 5 standard errors."""
+"""Couplings against their formulas (docs/math.md section 6); statistics within 5 standard errors."""
 
 from __future__ import annotations
 

@@ -1,7 +1,9 @@
 """Files from outside are read safely: CIFAR-10 batches, checkpoints and image folders.
 
 A pickle that would run code when loaded (a payload) is refused and does not run; the error names the
-file. A checkpoint that is missing, random bytes, truncated or a payload gives one line naming it.
+file and the global it needed. A checkpoint that is missing, random bytes, truncated or a payload gives
+one line naming it, for ``fit --ckpt_path``, for ``InterpolantModule.load_from_checkpoint`` and for the
+commands (``--ckpt``), never torch's advice to load with ``weights_only=False``.
 An image folder with a file that cannot be decoded names that file at setup (or skips it by a setting).
 """
 
@@ -10,16 +12,20 @@ from __future__ import annotations
 import os
 import pickle
 
+import lightning
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from si_lightning.checkpoints import check_checkpoint
+from si_lightning.checkpoints import CheckpointFileError, check_checkpoint
+from si_lightning.commands.checkpoints import read_checkpoint
 from si_lightning.data import ImageDataModule
 from si_lightning.data.image_check import bad_image_files
 from si_lightning.data.safe_pickle import UnsafePickleError, load_numpy_pickle
 from si_lightning.errors import ConfigurationError
+from si_lightning.module import InterpolantModule
+from si_lightning.nn import MLP
 
 
 class Payload:
@@ -106,10 +112,10 @@ def test_a_real_checkpoint_passes(tmp_path):
     [
         ("missing", "no such checkpoint file"),
         ("directory", "not a file"),
-        ("empty", "is empty"),
-        ("random", "is not a PyTorch checkpoint"),
+        ("empty", "an empty file"),
+        ("random", "not a PyTorch checkpoint"),
         ("truncated", "truncated or corrupt"),
-        ("payload", "refused by the safe loader"),
+        ("payload", f"refused by the safe loader: unpickling it would call {os.system.__module__}.system"),
         ("no-state-dict", "holds no 'state_dict'"),
     ],
 )
@@ -133,7 +139,102 @@ def test_a_bad_checkpoint_gives_one_line_naming_the_file(tmp_path, kind, expecte
         check_checkpoint(path)
     message = str(raised.value)
     assert raised.value.key == "ckpt_path" and str(path) in message and expected in message
-    assert "\n" not in message
+    assert "\n" not in message and "weights_only" not in message
+    assert not marker.exists()
+
+
+class Evaluate:
+    """Unpickling this under a plain ``pickle.load`` evaluates an expression (``builtins.eval``)."""
+
+    def __reduce__(self):
+        return eval, ("1 + 1",)
+
+
+def lightning_checkpoint(path):
+    """A checkpoint as ``trainer.save_checkpoint`` writes it for an InterpolantModule on 2-D points."""
+    model = InterpolantModule(backbone=MLP(data_shape=(2,), hidden_size=16, num_layers=2), loss_bins=0)
+    content = {
+        "state_dict": model.state_dict(),
+        "hyper_parameters": dict(model.hparams),
+        "pytorch-lightning_version": lightning.__version__,
+    }
+    torch.save(content, path)
+    return path, model
+
+
+def not_a_checkpoint(path, kind, marker):
+    """Write a file of ``kind`` at ``path``: what a user may pass by mistake, or a planted payload."""
+    if kind == "text":
+        path.write_text("learning rate 2e-4, 400k steps\n")
+    elif kind == "random-bytes":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif kind == "pickle-like-bytes":  # random bytes after a pickle's first byte: torch.load gets to unpickle them
+        path.write_bytes(b"\x80" + np.random.default_rng(1).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    elif kind == "state-dict":
+        torch.save(MLP(data_shape=(2,), hidden_size=16, num_layers=2).state_dict(), path)
+    elif kind == "system-payload":
+        torch.save({"state_dict": {}, "hyper_parameters": {}, "loops": Payload(str(marker))}, path)
+    elif kind == "eval-payload":
+        torch.save({"state_dict": {}, "hyper_parameters": {}, "loops": Evaluate()}, path)
+    elif kind == "protocol-5-payload":  # torch's safe loader stops at the first frame, before any global
+        content = {"state_dict": {}, "hyper_parameters": {}, "loops": Payload(str(marker))}
+        torch.save(content, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
+    return path
+
+
+NOT_CHECKPOINTS = {
+    "text": "not a PyTorch checkpoint",
+    "random-bytes": "not a PyTorch checkpoint",
+    "pickle-like-bytes": "not a readable PyTorch checkpoint",
+    "state-dict": "holds no 'state_dict'",
+    "system-payload": f"would call {os.system.__module__}.system",  # posix.system on Linux and macOS
+    "eval-payload": "would call builtins.eval",
+    "protocol-5-payload": f"would call {os.system.__module__}.system",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_CHECKPOINTS))
+def test_load_from_checkpoint_of_a_file_that_is_no_checkpoint_is_one_short_line(tmp_path, kind):
+    """torch's refusal is a 600-character paragraph advising ``weights_only=False``; here one line names the file."""
+    marker = tmp_path / "payload-ran"
+    path = not_a_checkpoint(tmp_path / f"{kind}.ckpt", kind, marker)
+    with pytest.raises(CheckpointFileError) as raised:
+        InterpolantModule.load_from_checkpoint(path)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: ") and NOT_CHECKPOINTS[kind] in message, message
+    assert "expected " in message and len(message) < 200 + len(str(path)) and "\n" not in message
+    assert "weights_only" not in message and raised.value.__cause__ is None
+    assert isinstance(raised.value, ValueError) and not marker.exists()
+
+
+def test_load_from_checkpoint_names_a_missing_file_and_keeps_a_real_checkpoints_own_errors(tmp_path):
+    """The file is examined only after a failure, and a readable checkpoint's failure is not relabelled."""
+    missing = tmp_path / "missing.ckpt"
+    with pytest.raises(FileNotFoundError, match="no such checkpoint file") as raised:
+        InterpolantModule.load_from_checkpoint(missing)
+    assert str(missing) in str(raised.value) and len(str(raised.value)) < 100 + len(str(missing))
+    path, model = lightning_checkpoint(tmp_path / "model.ckpt")
+    loaded = InterpolantModule.load_from_checkpoint(path, backbone=MLP(data_shape=(2,), hidden_size=16, num_layers=2))
+    for name, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value), name
+    with pytest.raises(RuntimeError, match="size mismatch"):  # a backbone of another width: Lightning's own error
+        InterpolantModule.load_from_checkpoint(path, backbone=MLP(data_shape=(2,), hidden_size=8, num_layers=2))
+    with pytest.raises(TypeError, match="backbone"):  # the backbone was not saved in plain Python: must be passed
+        InterpolantModule.load_from_checkpoint(path)
+    with pytest.raises(TypeError, match="cannot be called on an instance"):  # still a class method only
+        loaded.load_from_checkpoint(path)
+
+
+@pytest.mark.parametrize("kind", ["system-payload", "eval-payload", "protocol-5-payload", "pickle-like-bytes"])
+def test_the_commands_name_the_refused_global_and_never_advise_unsafe_loading(tmp_path, kind):
+    """``--ckpt`` of sample and evaluate: the line names the global (or the torch error), not torch's options."""
+    marker = tmp_path / "payload-ran"
+    path = not_a_checkpoint(tmp_path / f"{kind}.ckpt", kind, marker)
+    with pytest.raises(ConfigurationError) as raised:
+        read_checkpoint(path)
+    expected = raised.value.expected
+    assert raised.value.key == "--ckpt" and NOT_CHECKPOINTS[kind] in expected, expected
+    assert "weights_only" not in expected and "\n" not in expected and len(expected) < 250
     assert not marker.exists()
 
 

@@ -7,10 +7,13 @@ and ``on_exception`` writes ``last.ckpt`` of the current step into the run's che
 ``--ckpt_path last`` continues exactly there. The `si-lightning` command then exits with status
 128 + the signal number (143 for SIGTERM).
 
-Under SLURM, submit with ``#SBATCH --signal=B:USR1@120`` (or let SLURM send SIGTERM at the time
-limit): SIGUSR1 is handled like SIGTERM, and with ``requeue`` the job is put back in the queue
-(``scontrol requeue``) once the checkpoint is written; its relaunch with ``--ckpt_path last``
-continues the run. The loggers are flushed with every checkpoint, so after a kill the logged metrics
+Under SLURM, put ``#SBATCH --signal=USR1@120`` in the batch script and start the run with
+``srun si-lightning fit ...``: without ``B:`` SLURM sends SIGUSR1 to every task of the job's steps
+(each rank ``srun`` started), while ``B:USR1@120`` would signal only the batch shell, which does not
+pass it on to the ``srun`` step. SIGUSR1 is handled like SIGTERM, and with ``requeue`` the job is
+put back in the queue (``scontrol requeue``) once the checkpoint is written; its relaunch with
+``--ckpt_path last`` continues the run. SLURM's SIGTERM at the time limit also checkpoints, without
+the requeue. The loggers are flushed with every checkpoint, so after a kill the logged metrics
 reach the step before the checkpoint a resume starts from; Lightning writes the metrics of the
 checkpoint's own last step right after the checkpoint (the checkpoint is taken in
 ``on_train_batch_end``, the step's metrics are logged after it), so only a kill landing in between

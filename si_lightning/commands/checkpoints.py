@@ -1,8 +1,8 @@
 """Loading a trained model for the commands: a checkpoint written by ``si-lightning fit``.
 
 The checkpoint is read with ``torch.load(weights_only=True)`` (tensors and plain values only, no
-code runs). Its ``state_dict`` holds the weights the model samples with: under the EMA callback,
-Lightning's weight averaging stores the *averaged* weights there and the raw weights under
+code runs). Its ``state_dict`` holds the weights the model samples with: under the EMA callback
+(``si_lightning.callbacks.EMA``) the *averaged* weights are stored there and the raw weights under
 ``current_model_state``; ``--weights raw`` picks the latter.
 """
 
@@ -12,8 +12,7 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from si_lightning.checkpoints import CheckpointFileError, load_checkpoint_file
 from si_lightning.errors import ConfigurationError
 from si_lightning.module import InterpolantModule
 
@@ -35,10 +34,11 @@ def read_checkpoint(path: str | Path, key: str = "--ckpt") -> dict[str, Any]:
     if not path.is_file():
         raise ConfigurationError(key, str(path), f"an existing file: {CHECKPOINT_EXPECTED}")
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise ConfigurationError(key, str(path), f"{CHECKPOINT_EXPECTED}; torch.load failed: {reason}") from None
+        content = load_checkpoint_file(path)
+    except (FileNotFoundError, CheckpointFileError) as error:
+        # the shared reason names a refused global and leaves out torch's advice on loading options
+        reason = getattr(error, "reason", "no such file")
+        raise ConfigurationError(key, str(path), f"{reason}; expected {CHECKPOINT_EXPECTED}") from None
     if not isinstance(content, dict) or not {"state_dict", "hyper_parameters"} <= set(content):
         raise ConfigurationError(key, str(path), CHECKPOINT_EXPECTED)
     return content

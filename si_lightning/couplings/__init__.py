@@ -1,4 +1,4 @@
-"""Couplings nu(x0, x1): how the base point x0 is paired with a data point x1 (MATH.md section 6).
+"""Couplings nu(x0, x1): how the base point x0 is paired with a data point x1 (docs/math.md section 6).
 
 A coupling turns a batch of data x1 (and its class labels) into ``Batch(x0, x1, cond)``:
 

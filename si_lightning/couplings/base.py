@@ -1,9 +1,9 @@
 """The coupling protocol: ``coupling(x1, labels=None, generator=None) -> Batch(x0, x1, cond)``.
 
-x0 = m(x1) + sigma zeta, zeta ~ N(0, I) (MATH.md section 6). Two random draws may enter a coupling:
-the *degradation* (an in-painting mask) and the *noise* zeta. Both come from ``generator``, unless
-``noise_generator`` is given: then zeta comes from it, so several base points can share one
-degradation (k restorations of one masked image).
+x0 = m(x1) + sigma zeta, zeta ~ N(0, I) (docs/math.md section 6, Couplings). Two random draws may
+enter a coupling: the *degradation* (an in-painting mask) and the *noise* zeta. Both come from
+``generator``, unless ``noise_generator`` is given: then zeta comes from it, so several base points
+can share one degradation (k restorations of one masked image).
 """
 
 from __future__ import annotations

@@ -169,10 +169,10 @@ def mask_velocity(velocity: Tensor, cond: Condition) -> Tensor:
     """Zero the velocity on kept pixels: b where xi = 0, exactly 0 where xi = 1.
 
     xi is ``cond.keep`` (or, for a condition built by hand, ``cond.channels[:, :1]``, in-painting's layout).
-    On a kept pixel x0 = x1, so with gamma = 0 the interpolant x_t = alpha x0 + beta x1 = (alpha + beta) x1
-    does not move for schedules with alpha + beta = 1 (the linear one of [C]) and its velocity is exactly
-    zero there (MATH.md section 6). ``torch.where`` (not a product) keeps the zero exact even where the
-    network returns inf or NaN. velocity (batch, C, H, W) -> (batch, C, H, W).
+    On a kept pixel x0 = x1 (in-painting, docs/math.md section 6), so with gamma = 0 the interpolant
+    x_t = alpha x0 + beta x1 = (alpha + beta) x1 does not move for schedules with alpha + beta = 1 (the
+    linear one of [C]) and its velocity is exactly zero there. ``torch.where`` (not a product) keeps the
+    zero exact even where the network returns inf or NaN. velocity (batch, C, H, W) -> (batch, C, H, W).
     """
     keep = cond.keep
     if keep is None and cond.channels is not None and cond.channels.dim() == velocity.dim():

@@ -1,4 +1,4 @@
-"""Class labels as a condition, with label drop for classifier-free guidance (MATH.md section 6)."""
+"""Class labels as a condition, with label drop for classifier-free guidance (docs/math.md section 6)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ class ClassLabels(Coupling):
     """Class labels as ``cond.labels`` on top of an inner coupling; labels dropped for classifier-free guidance.
 
     Each label is replaced by the null label ``num_classes`` independently with ``drop_probability``
-    (MATH.md section 6), so one network learns b(t, x | label) and b(t, x | null). The inner coupling
+    (docs/math.md section 6, Couplings), so one network learns b(t, x | label) and b(t, x | null). The inner coupling
     receives the true labels (``MinibatchOT`` pairs within a class with them).
 
     Args:

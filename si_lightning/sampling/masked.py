@@ -1,8 +1,9 @@
 """Fields that never move known pixels: the velocity is exactly zero where ``cond.keep`` = 1 (in-painting).
 
-With the linear interpolant and gamma = 0, a kept pixel has x0 = x1 and x_t = x1 for every t, so the
-exact velocity there is zero (MATH.md section 6). Forcing it makes every fixed-step or adaptive ODE
-solver return the input bit for bit on kept pixels (x + h * 0 = x), whatever the network learned.
+With the linear interpolant and gamma = 0, a kept pixel has x0 = x1 (in-painting, docs/math.md
+section 6) and x_t = x1 for every t, so the exact velocity there is zero. Forcing it makes every
+fixed-step or adaptive ODE solver return the input bit for bit on kept pixels (x + h * 0 = x),
+whatever the network learned.
 """
 
 from __future__ import annotations
