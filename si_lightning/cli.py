@@ -47,7 +47,14 @@ from si_lightning.checkpoint_io import drop_checkpoints_in_dev_run, install_atom
 from si_lightning.checkpoints import SPECIAL_CHECKPOINTS, check_checkpoint
 from si_lightning.commands import COMMANDS
 from si_lightning.config_errors import from_exception, from_parse_error
-from si_lightning.errors import EXIT_SUCCESS, ConfigurationError, one_line, run_reporting_errors, split_debug_flag
+from si_lightning.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SUCCESS,
+    ConfigurationError,
+    one_line,
+    run_reporting_errors,
+    split_debug_flag,
+)
 from si_lightning.files import write_atomically
 from si_lightning.module import InterpolantModule
 from si_lightning.runs import adopt_run_directory, resolve_last_checkpoint
@@ -342,6 +349,16 @@ def main(args: list[str] | None = None) -> int:
             status, line = preemption_summary(stop)
             print(f"si-lightning: {line}", file=sys.stderr)
             return status
+        except SystemExit as exit_request:
+            # Lightning answers a Ctrl-C it catches (a second one, or one before training starts) with
+            # sys.exit(1) inside its handler, so the KeyboardInterrupt is the exit's context.
+            interrupt = exit_request.__context__
+            if not isinstance(interrupt, KeyboardInterrupt):
+                raise
+            step = getattr(interrupt, "global_step", None)
+            where = f" at global step {step}" if step is not None else ""
+            print(f"si-lightning: interrupted{where}; stopped at once, without a checkpoint", file=sys.stderr)
+            return EXIT_INTERRUPTED
         return EXIT_SUCCESS
 
     return run_reporting_errors(fit_validate_or_test, debug)
