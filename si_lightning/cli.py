@@ -39,10 +39,12 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from si_lightning.build_errors import missing_package_error, optimizer_error
 from si_lightning.callbacks.artifacts import run_directory
 from si_lightning.callbacks.guard import add_default_guard
 from si_lightning.callbacks.preemption import Preemption, preemption_summary
 from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resume_wandb_run
+from si_lightning.checkpoint_fit import check_checkpoint_fits
 from si_lightning.checkpoint_io import drop_checkpoints_in_dev_run, install_atomic_checkpoint_io
 from si_lightning.checkpoints import SPECIAL_CHECKPOINTS, check_checkpoint
 from si_lightning.commands import COMMANDS
@@ -225,6 +227,10 @@ class InterpolantCLI(LightningCLI):
         except (ValueError, TypeError, MisconfigurationException, AssertionError) as error:
             base = "trainer" if getattr(self, "config_init", None) is not None and self.trainer_not_built() else None
             raise from_exception(error, self.subcommand_config(), base) from error
+        except ImportError as error:  # an accelerator, strategy or plugin whose package is not installed
+            if not self.trainer_not_built():
+                raise
+            raise missing_package_error(error, self.subcommand_config()) from error
 
     def trainer_not_built(self) -> bool:
         return getattr(self, "model", None) is not None and not isinstance(getattr(self, "trainer", None), Trainer)
@@ -268,8 +274,13 @@ class InterpolantCLI(LightningCLI):
         if subcommand == "fit" and isinstance(self.model, InterpolantModule):
             try:
                 self.model.configure_optimizers()
-            except (ValueError, TypeError) as error:
+            except ValueError as error:
+                raise optimizer_error(error, self.subcommand_config()) from error
+            except TypeError as error:
                 raise from_exception(error, self.subcommand_config(), "model.optimizer") from error
+        ckpt_path = self.subcommand_config().get("ckpt_path")
+        if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CHECKPOINTS and self.model is not None:
+            check_checkpoint_fits(ckpt_path, self.model, training=subcommand == "fit")
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run ``subcommand``; a ValueError from Lightning's setup hooks (before training) is a bad setting.
