@@ -53,9 +53,10 @@ def read_npz_images(path: Path, key: str) -> np.ndarray:
     Read without pickles; a file that is no zip of arrays, NCHW arrays and empty arrays are refused.
     """
     try:
-        with np.load(path, allow_pickle=False) as content:
-            if not hasattr(content, "files"):  # a single .npy array under an .npz name
-                raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; this holds one bare array")
+        content = np.load(path, allow_pickle=False)
+        if isinstance(content, np.ndarray):  # a single .npy array under an .npz name
+            raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; this is one bare .npy array")
+        with content:
             if "arr_0" not in content.files:
                 raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; it holds {sorted(content.files)[:5]}")
             array = content["arr_0"]
