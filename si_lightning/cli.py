@@ -59,6 +59,7 @@ from si_lightning.errors import (
 )
 from si_lightning.files import write_atomically
 from si_lightning.module import InterpolantModule
+from si_lightning.retention import follow_retention_after_resume
 from si_lightning.runs import adopt_run_directory, resolve_last_checkpoint
 
 LINKED_BACKBONE_ATTRIBUTES = ("data_shape", "num_classes", "cond_channels")
@@ -254,6 +255,7 @@ class InterpolantCLI(LightningCLI):
         add_default_guard(trainer)  # a non-finite loss or gradient stops the run, naming the step
         install_atomic_checkpoint_io(trainer)
         drop_checkpoints_in_dev_run(trainer)
+        follow_retention_after_resume(trainer)  # a resumed run keeps the checkpoints an uninterrupted one would
         return trainer
 
     def check_before_run(self, subcommand: str) -> None:
