@@ -39,17 +39,27 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from si_lightning.build_errors import missing_package_error, optimizer_error
 from si_lightning.callbacks.artifacts import run_directory
 from si_lightning.callbacks.guard import add_default_guard
 from si_lightning.callbacks.preemption import Preemption, preemption_summary
 from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resume_wandb_run
+from si_lightning.checkpoint_fit import check_checkpoint_fits
 from si_lightning.checkpoint_io import drop_checkpoints_in_dev_run, install_atomic_checkpoint_io
 from si_lightning.checkpoints import SPECIAL_CHECKPOINTS, check_checkpoint
 from si_lightning.commands import COMMANDS
 from si_lightning.config_errors import from_exception, from_parse_error
-from si_lightning.errors import EXIT_SUCCESS, ConfigurationError, one_line, run_reporting_errors, split_debug_flag
+from si_lightning.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_SUCCESS,
+    ConfigurationError,
+    one_line,
+    run_reporting_errors,
+    split_debug_flag,
+)
 from si_lightning.files import write_atomically
 from si_lightning.module import InterpolantModule
+from si_lightning.retention import follow_retention_after_resume
 from si_lightning.runs import adopt_run_directory, resolve_last_checkpoint
 
 LINKED_BACKBONE_ATTRIBUTES = ("data_shape", "num_classes", "cond_channels")
@@ -218,6 +228,10 @@ class InterpolantCLI(LightningCLI):
         except (ValueError, TypeError, MisconfigurationException, AssertionError) as error:
             base = "trainer" if getattr(self, "config_init", None) is not None and self.trainer_not_built() else None
             raise from_exception(error, self.subcommand_config(), base) from error
+        except ImportError as error:  # an accelerator, strategy or plugin whose package is not installed
+            if not self.trainer_not_built():
+                raise
+            raise missing_package_error(error, self.subcommand_config()) from error
 
     def trainer_not_built(self) -> bool:
         return getattr(self, "model", None) is not None and not isinstance(getattr(self, "trainer", None), Trainer)
@@ -241,6 +255,7 @@ class InterpolantCLI(LightningCLI):
         add_default_guard(trainer)  # a non-finite loss or gradient stops the run, naming the step
         install_atomic_checkpoint_io(trainer)
         drop_checkpoints_in_dev_run(trainer)
+        follow_retention_after_resume(trainer)  # a resumed run keeps the checkpoints an uninterrupted one would
         return trainer
 
     def check_before_run(self, subcommand: str) -> None:
@@ -261,8 +276,13 @@ class InterpolantCLI(LightningCLI):
         if subcommand == "fit" and isinstance(self.model, InterpolantModule):
             try:
                 self.model.configure_optimizers()
-            except (ValueError, TypeError) as error:
+            except ValueError as error:
+                raise optimizer_error(error, self.subcommand_config()) from error
+            except TypeError as error:
                 raise from_exception(error, self.subcommand_config(), "model.optimizer") from error
+        ckpt_path = self.subcommand_config().get("ckpt_path")
+        if ckpt_path is not None and str(ckpt_path) not in SPECIAL_CHECKPOINTS and self.model is not None:
+            check_checkpoint_fits(ckpt_path, self.model, training=subcommand == "fit")
 
     def _run_subcommand(self, subcommand: str) -> None:
         """Run ``subcommand``; a ValueError from Lightning's setup hooks (before training) is a bad setting.
@@ -342,6 +362,16 @@ def main(args: list[str] | None = None) -> int:
             status, line = preemption_summary(stop)
             print(f"si-lightning: {line}", file=sys.stderr)
             return status
+        except SystemExit as exit_request:
+            # Lightning answers a Ctrl-C it catches (a second one, or one before training starts) with
+            # sys.exit(1) inside its handler, so the KeyboardInterrupt is the exit's context.
+            interrupt = exit_request.__context__
+            if not isinstance(interrupt, KeyboardInterrupt):
+                raise
+            step = getattr(interrupt, "global_step", None)
+            where = f" at global step {step}" if step is not None else ""
+            print(f"si-lightning: interrupted{where}; stopped at once, without a checkpoint", file=sys.stderr)
+            return EXIT_INTERRUPTED
         return EXIT_SUCCESS
 
     return run_reporting_errors(fit_validate_or_test, debug)

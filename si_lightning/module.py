@@ -313,7 +313,8 @@ class InterpolantModule(pl.LightningModule):
         mean = loss.mean()
         # For NonFiniteGuard: tensors only (no host sync); it reads them after backward.
         self.last_training_step = (mean.detach(), t.detach(), batch_idx)
-        self.log("train/loss", mean, prog_bar=True, batch_size=t.shape[0])
+        # The mean over the global batch (every rank's part), so 2 x B logs what 1 x 2B does; ranks hold equal parts.
+        self.log("train/loss", mean, prog_bar=True, batch_size=t.shape[0], sync_dist=True)
         self._log_bins("train", loss, t)
         return mean
 

@@ -18,6 +18,12 @@ reach the step before the checkpoint a resume starts from; Lightning writes the 
 checkpoint's own last step right after the checkpoint (the checkpoint is taken in
 ``on_train_batch_end``, the step's metrics are logged after it), so only a kill landing in between
 those two writes loses that one row.
+
+A stop after the last step, inside the evaluations that end fit, is marked in its checkpoint
+(``stopped_at_step``). Lightning skips the training loop of a run resumed at ``max_steps``, and
+with it ``on_train_start``/``on_train_end``, where those evaluations run; resumed from such a
+checkpoint, the loop runs both hooks anyway (``complete_end_of_fit``), so every evaluation the
+stopped run owed is completed, and ``ModelCheckpoint(save_last=True)`` records it in ``last.ckpt``.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -71,11 +78,33 @@ class Preemption(Callback):
         self.checkpoint_path: Path | None = None
         self._trainer: pl.Trainer | None = None
         self._previous_interrupt_handler: Any = None
+        self.stopped_at_step: int | None = None  # the step of this run's preemption checkpoint
+        self.resumed_stop_step: int | None = None  # the step of the preemption checkpoint this run resumed from
+        self.training_started = False
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if stage == "fit":
+            self.stopped_at_step = self.resumed_stop_step = None
+            self.training_started = False
+            complete_end_of_fit(trainer, self.owes_end_of_fit)
+
+    def owes_end_of_fit(self, trainer: pl.Trainer) -> bool:
+        """Whether the training loop was skipped although the checkpoint it resumed from was stopped at its step."""
+        step = trainer.global_step
+        return not self.training_started and self.resumed_stop_step is not None and step == self.resumed_stop_step > 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Only a preemption checkpoint holds state (others stay loadable by a Trainer without this callback)."""
+        return {} if self.stopped_at_step is None else {"stopped_at_step": self.stopped_at_step}
+
+    def load_state_dict(self, state_dict: dict[str, int | None]) -> None:
+        self.resumed_stop_step = state_dict.get("stopped_at_step")
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """Lightning has registered its handlers by now; under SLURM SIGUSR1 becomes a stop like SIGTERM."""
         self._trainer = trainer
         self.signal_received = None
+        self.training_started = True
         if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
             return
         if SLURMEnvironment.detect() and sys.platform != "win32":
@@ -118,6 +147,9 @@ class Preemption(Callback):
             logger.save()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt):  # a second Ctrl-C: no checkpoint, the command says where
+            exception.global_step = trainer.global_step  # type: ignore[attr-defined]
+            return
         if not isinstance(exception, SIGTERMException) or trainer.state.fn != TrainerFn.FITTING:
             return
         signum = self.signal_received if self.signal_received is not None else int(signal.SIGTERM)
@@ -125,11 +157,35 @@ class Preemption(Callback):
         exception.global_step = trainer.global_step  # type: ignore[attr-defined]
         if trainer.global_step > 0:
             path = checkpoint_directory(trainer) / CHECKPOINT_NAME
-            trainer.save_checkpoint(path)  # every rank takes part; rank 0 writes, atomically
+            self.stopped_at_step = trainer.global_step  # saved with the checkpoint (state_dict)
+            # Every rank takes part; rank 0 writes, atomically. A full checkpoint (Lightning says so otherwise).
+            trainer.save_checkpoint(path, weights_only=False)
             self.checkpoint_path = path
             exception.checkpoint_path = path  # type: ignore[attr-defined]
         if signum == getattr(signal, "SIGUSR1", None) and self.requeue and trainer.is_global_zero:
             requeue_slurm_job()
+
+
+def complete_end_of_fit(trainer: pl.Trainer, owed: Callable[[pl.Trainer], bool]) -> None:
+    """Make ``trainer.fit_loop`` run its skipped ``on_train_start`` and ``on_train_end`` hooks when ``owed(trainer)``.
+
+    Lightning returns from the fit loop before any hook when ``max_steps`` (or ``max_epochs``) was
+    already reached at the resume; a run stopped inside its end-of-fit evaluations still owes them.
+    The loop is wrapped once per trainer.
+    """
+    loop = trainer.fit_loop
+    if getattr(loop, "completes_end_of_fit", False):
+        return
+    run = loop.run
+
+    def run_then_complete() -> None:
+        run()
+        if owed(trainer):
+            loop.on_run_start()  # the on_train_start hooks: a periodic evaluation due at this step
+            loop.on_run_end()  # the on_train_end hooks: the end-of-fit evaluations, EMA, save_last
+
+    loop.run = run_then_complete
+    loop.completes_end_of_fit = True
 
 
 def requeue_slurm_job() -> int:
@@ -155,4 +211,11 @@ def preemption_summary(exception: BaseException) -> tuple[int, str]:
     return 128 + signum, f"stopped by {name}{where}{saved}"
 
 
-__all__ = ["Preemption", "checkpoint_directory", "preemption_summary", "requeue_slurm_job", "stop_if_preempted"]
+__all__ = [
+    "Preemption",
+    "checkpoint_directory",
+    "complete_end_of_fit",
+    "preemption_summary",
+    "requeue_slurm_job",
+    "stop_if_preempted",
+]

@@ -63,12 +63,16 @@ def choose_decoder(
     """
     if scale is not None and not (math.isfinite(scale) and scale > 0):
         raise ConfigurationError("--scale", scale, "a number > 0: the factor the latents were multiplied by")
-    if decoder is not None and decoder.strip().lower() == NO_DECODER:
-        return None
     recorded = recorded_hyper_parameters(checkpoint)
+    latent = "autoencoder" in recorded or (len(data_shape) == 3 and not is_image_shape(data_shape))
+    if decoder is not None and decoder.strip().lower() == NO_DECODER:
+        if not latent:  # 'none' asks for latents; this model's samples are the data itself
+            raise ConfigurationError(
+                "--decoder", decoder, f"unset: this model is not a latent model (its samples are {tuple(data_shape)})"
+            )
+        return None
     spec = decoder if decoder is not None else recorded.get("autoencoder")
     if spec is None:
-        latent = "autoencoder" in recorded or (len(data_shape) == 3 and not is_image_shape(data_shape))
         if latent:
             raise ConfigurationError(
                 "--decoder",

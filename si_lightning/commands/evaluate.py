@@ -14,13 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from si_lightning.callbacks.fid import default_cache_directory
+from si_lightning.commands.arguments import CommandParser
 from si_lightning.commands.checkpoints import WEIGHTS, load_model
+from si_lightning.commands.checks import check_output_path, check_real_points, check_same_images
 from si_lightning.commands.inputs import build_datamodule, generate, read_images, run_config_path
 from si_lightning.commands.processes import ACCELERATORS, resolve_accelerator
 from si_lightning.commands.quality import IMAGE_METRICS, METRICS, RealSide, data_likelihood, image_metrics
@@ -33,13 +36,21 @@ from si_lightning.files import write_atomically
 from si_lightning.metrics import FEATURE_EXTRACTORS, build_feature_extractor, quantize_to_uint8
 from si_lightning.sampling import DIFFUSIONS, DIVERGENCES, ODE_METHODS
 
+# (option, what its numbers are, their type, their least value) of the sweep grid.
+SWEEP_NUMBERS = (
+    ("--ode-steps", "step counts", int, 1),
+    ("--sde-steps", "step counts", int, 1),
+    ("--sde-scales", "diffusion scales", float, 0.0),
+)
+SWEEP_KINDS = {int: "integers", float: "numbers"}
+
 
 def comma_list(kind: type, text: str) -> list:
     return [kind(part) for part in text.split(",") if part.strip()]
 
 
 def parser() -> argparse.ArgumentParser:
-    parse = argparse.ArgumentParser(prog="si-lightning evaluate", description=__doc__.split("\n")[0])
+    parse = CommandParser(prog="si-lightning evaluate", description=__doc__.split("\n")[0])
     source = parse.add_argument_group("what to evaluate")
     source.add_argument("--ckpt", help="checkpoint written by si-lightning fit")
     source.add_argument("--samples", help="folder of images, .npz (arr_0 uint8 NHWC) or a sample output directory")
@@ -93,6 +104,7 @@ def real_side(options: argparse.Namespace, count: int, datamodule: Any) -> RealS
     if datamodule is None:
         raise ConfigurationError("--reference", None, "a folder or .npz of real images, or --data-config / --ckpt")
     num_real = options.num_real or count
+    check_real_points(datamodule, options.split, num_real, "--split", "--num-real")
     return RealSide(
         datamodule=datamodule,
         split=options.split,
@@ -109,6 +121,14 @@ def default_cache_directory_or(path: str | None):
 
 
 def parse_sweep(options: argparse.Namespace) -> list:
+    for key, text, kind, smallest in SWEEP_NUMBERS:
+        for value in comma_list(str, getattr(options, key[2:].replace("-", "_"))):
+            try:
+                number = kind(value)
+            except ValueError:
+                raise ConfigurationError(key, value, f"comma-separated {SWEEP_KINDS[kind]} >= {smallest}") from None
+            if not math.isfinite(number) or number < smallest:
+                raise ConfigurationError(key, value, f"comma-separated {text} >= {smallest}")
     try:
         ode_methods = comma_list(str, options.ode_methods)
         sde_diffusions = comma_list(str, options.sde_diffusions)
@@ -136,10 +156,39 @@ def parse_sweep(options: argparse.Namespace) -> list:
     return points
 
 
+def image_metrics_wanted(metrics: list[str], sweep: bool) -> list[str]:
+    """The image metrics asked for (a sweep always computes FID)."""
+    return [metric for metric in metrics if metric in IMAGE_METRICS] or (["fid"] if sweep else [])
+
+
+def check_shape_against(images: torch.Tensor, real: RealSide, datamodule: Any, samples: str) -> None:
+    """The samples read from disk have the shape of the real side: the reference images, or the data."""
+    if real.images is not None:
+        check_same_images(images, tuple(real.images.shape[1:]), "--samples", samples, "the --reference images")
+        return
+    data_shape = tuple(getattr(datamodule, "data_shape", ()) or ())
+    if data_shape:
+        check_same_images(images, data_shape, "--samples", samples, "the data")
+
+
 def summary_line(values: dict[str, float], details: dict[str, Any]) -> str:
     shown = " ".join(f"{name}={value:.6g}" for name, value in values.items())
     about = [f"{details['num_samples']} samples, extractor {details['extractor']}"] if details["num_samples"] else []
     return f"{shown} ({', '.join([*about, details['source']])})"
+
+
+def check_numbers(options: argparse.Namespace, metrics: list[str]) -> None:
+    """The counts and sizes of the command line, before anything is loaded."""
+    if options.batch_size < 1:
+        raise ConfigurationError("--batch-size", options.batch_size, "an integer >= 1")
+    if options.kid_subset_size < 2:
+        raise ConfigurationError("--kid-subset-size", options.kid_subset_size, "an integer >= 2")
+    if options.num_real is not None and options.num_real < 2:
+        raise ConfigurationError("--num-real", options.num_real, "an integer >= 2 (statistics need two points or more)")
+    if "nll" in metrics and options.nll_samples < 1:
+        raise ConfigurationError("--nll-samples", options.nll_samples, "an integer >= 1")
+    if options.guidance_scale is not None and not math.isfinite(options.guidance_scale):
+        raise ConfigurationError("--guidance-scale", options.guidance_scale, "a finite number")
 
 
 def run(arguments: list[str]) -> int:
@@ -147,8 +196,8 @@ def run(arguments: list[str]) -> int:
     metrics = check_metrics(options.metrics)
     if (options.ckpt is None) == (options.samples is None):
         raise ConfigurationError("--ckpt", options.ckpt, "exactly one of --ckpt (generate) or --samples (read)")
-    if options.batch_size < 1:
-        raise ConfigurationError("--batch-size", options.batch_size, "an integer >= 1")
+    check_numbers(options, metrics)
+    check_output_path(options.out)
     device = torch.device(resolve_accelerator(options.accelerator))
     module = datamodule = None
     if options.ckpt is not None:
@@ -158,9 +207,13 @@ def run(arguments: list[str]) -> int:
             datamodule = build_datamodule(config)
     elif options.data_config:
         datamodule = build_datamodule(Path(options.data_config))
+    if datamodule is not None and image_metrics_wanted(metrics, options.sweep) and options.reference is None:
+        check_real_points(datamodule, options.split, options.num_real, "--split", "--num-real")
+    if datamodule is not None and "nll" in metrics:
+        check_real_points(datamodule, options.nll_split, options.nll_samples, "--nll-split", "--nll-samples")
     if "nll" in metrics and module is None:
         raise ConfigurationError("--metrics", options.metrics, "nll only with --ckpt (it needs the model)")
-    image_wanted = [metric for metric in metrics if metric in IMAGE_METRICS] or (["fid"] if options.sweep else [])
+    image_wanted = image_metrics_wanted(metrics, options.sweep)
     if image_wanted and module is not None and module.interpolant.gaussian_base is False:
         raise ConfigurationError(
             "--ckpt",
@@ -217,6 +270,8 @@ def run(arguments: list[str]) -> int:
             raise ConfigurationError("--metrics", options.metrics, "image metrics only for image data")
         details["num_samples"] = int(images.shape[0])
         real = real_side(options, int(images.shape[0]), datamodule)
+        if options.samples is not None:
+            check_shape_against(images, real, datamodule, options.samples)
         size = min(options.kid_subset_size, int(images.shape[0]))
         values.update(image_metrics(images, metrics, extractor, real, options.batch_size, kid_subset_size=size))
     else:

@@ -8,6 +8,7 @@ config (by default the ``config.yaml`` that ``fit`` wrote beside the checkpoint'
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from si_lightning.callbacks.generation import batched, sample_with_labels
 from si_lightning.commands.outputs import SAMPLES
-from si_lightning.errors import ConfigurationError
+from si_lightning.errors import ConfigurationError, one_line
 from si_lightning.module import InterpolantModule
 from si_lightning.sampling import ODESampler, SDESampler
 
@@ -43,14 +44,34 @@ def read_picture(file: Path) -> np.ndarray:
     return array[..., None] if array.ndim == 2 else array
 
 
+NPZ_EXPECTED = "an .npz with arr_0: uint8 (N, H, W, C), N >= 2, C = 1 or 3 (ADM's layout)"
+
+
 def read_npz_images(path: Path, key: str) -> np.ndarray:
-    """arr_0 of an .npz in ADM's layout: uint8 (N, H, W, C)."""
-    with np.load(path) as content:
-        if "arr_0" not in content.files:
-            raise ConfigurationError(key, str(path), "an .npz with arr_0: uint8 (N, H, W, C) (ADM's layout)")
-        array = content["arr_0"]
+    """arr_0 of an .npz in ADM's layout: uint8 (N, H, W, C) with N >= 2 and C = 1 or 3.
+
+    Read without pickles; a file that is no zip of arrays, NCHW arrays and empty arrays are refused.
+    """
+    try:
+        content = np.load(path, allow_pickle=False)
+        if isinstance(content, np.ndarray):  # a single .npy array under an .npz name
+            raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; this is one bare .npy array")
+        with content:
+            if "arr_0" not in content.files:
+                raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; it holds {sorted(content.files)[:5]}")
+            array = content["arr_0"]
+    except ConfigurationError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
+        reason = "not a NumPy .npz archive" if "pickle" in str(error) else one_line(str(error), 200)
+        raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; {reason}") from None
     if array.dtype != np.uint8 or array.ndim != 4:
-        raise ConfigurationError(key, str(path), f"arr_0 uint8 (N, H, W, C); got {array.dtype} {array.shape}")
+        raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; got {array.dtype} {array.shape}")
+    if array.shape[3] not in (1, 3):
+        layout = " (channels first? ADM's layout has them last)" if array.shape[1] in (1, 3) else ""
+        raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; got shape {array.shape}{layout}")
+    if array.shape[0] < 2:
+        raise ConfigurationError(key, str(path), f"{NPZ_EXPECTED}; it holds {array.shape[0]} images")
     return array
 
 
@@ -81,7 +102,15 @@ def build_datamodule(config_path: Path, key: str = "--data-config") -> Lightning
     """The datamodule of the ``data`` section of a LightningCLI config file."""
     if not config_path.is_file():
         raise ConfigurationError(key, str(config_path), "a config file with a data section (the run's config.yaml)")
-    content = yaml.safe_load(config_path.read_text()) or {}
+    try:
+        content = yaml.safe_load(config_path.read_text()) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or one_line(str(error), 200)
+        raise ConfigurationError(key, str(config_path), f"a YAML file: {problem}{where}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigurationError(key, str(config_path), f"a readable YAML file: {one_line(str(error), 200)}") from None
     if not isinstance(content, dict) or "data" not in content:
         raise ConfigurationError(key, str(config_path), "a config file with a data section (class_path, init_args)")
     parser = ArgumentParser(exit_on_error=False)

@@ -31,7 +31,9 @@ from tqdm import tqdm
 
 from si_lightning.callbacks.generation import batched, rank_indices, sample_with_labels
 from si_lightning.callbacks.tracking import git_state
+from si_lightning.commands.arguments import CommandParser
 from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
+from si_lightning.commands.checks import check_output_path
 from si_lightning.commands.conditioning import (
     Conditioner,
     Conditioning,
@@ -60,7 +62,7 @@ from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
 
 
 def parser() -> argparse.ArgumentParser:
-    parse = argparse.ArgumentParser(prog="si-lightning sample", description=__doc__.split("\n")[0])
+    parse = CommandParser(prog="si-lightning sample", description=__doc__.split("\n")[0])
     parse.add_argument("--ckpt", required=True, help="checkpoint written by si-lightning fit")
     parse.add_argument("--sampler", default="ode-heun-50", help="preset name (ode-heun-50, dopri5, ...) or YAML")
     parse.add_argument("--num-samples", type=int, help="samples from seeds 0 .. N-1 (or give --seeds)")
@@ -177,6 +179,7 @@ def make_plan(options: argparse.Namespace) -> SamplePlan:
     for key, value in (("--batch-size", options.batch_size), ("--shard-size", options.shard_size)):
         if value < 1:
             raise ConfigurationError(key, value, "an integer >= 1")
+    check_output_path(options.out)
     spec = sampler_spec(options.sampler)
     module = load_model(options.ckpt, options.weights)
     conditioning = conditioning_for(options, module, spec)  # None for a Gaussian base
@@ -317,7 +320,16 @@ def run_sampling(plan: SamplePlan, processes: Processes) -> None:
         for shard in range(plan.num_shards):
             shard_path(out, shard).unlink(missing_ok=True)
         remove_input_shards(out, plan.num_shards)
+        remove_if_empty(shard_path(out, 0).parent)
     print(f"{totals['count']} samples, {record['nfe_per_sample']:.1f} NFE per sample -> {out}")
+
+
+def remove_if_empty(directory: Path) -> None:
+    """Remove the shard folder once its files are gone (kept when it holds anything else)."""
+    try:
+        directory.rmdir()
+    except OSError:  # missing, or not empty
+        pass
 
 
 def run(arguments: list[str]) -> int:

@@ -102,6 +102,8 @@ def test_interrupted_sample_resumes_to_the_same_file(digits_checkpoint, tmp_path
     resumed = sample(digits_checkpoint, out, *common)
     assert (out / "samples.npz").read_bytes() == (tmp_path / "whole" / "samples.npz").read_bytes()
     assert resumed.returncode == 0
+    for finished in (out, tmp_path / "whole"):  # the shards are assembled and gone, their folder too
+        assert sorted(path.name for path in finished.iterdir()) == ["images", "record.json", "samples.npz"]
 
 
 @pytest.mark.slow  # several launches of the executable (each imports torch and Lightning)

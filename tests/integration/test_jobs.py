@@ -8,6 +8,7 @@ reproduce them to float rounding.
 
 from __future__ import annotations
 
+import csv
 import os
 import random
 import signal
@@ -133,21 +134,35 @@ def test_sigterm_writes_a_checkpoint_at_that_step_and_exits_non_zero(tmp_path, s
     assert_same_weights({name: model.state_dict()[name] for name in weights}, weights, tolerance=0.0)
 
 
-def one_process_reference(directory: Path, steps: int) -> dict:
+def one_process_reference(directory: Path, steps: int) -> tuple[dict, dict[tuple[str, int], float]]:
+    """The last checkpoint and the logged losses of ``steps`` steps of 1 x 64 on one process."""
     directory.mkdir(parents=True, exist_ok=True)
     config = training_config(directory, directory / "runs")
     completed = run([str(EXECUTABLE), *digits_arguments(config, steps, 64)], directory, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    return load(directory / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt")
+    version = directory / "runs" / "digits" / "version_0"
+    return load(version / "checkpoints" / "last.ckpt"), logged_losses(version / "metrics.csv")
+
+
+def logged_losses(metrics_file: Path) -> dict[tuple[str, int], float]:
+    """(column, step) -> value of every train/loss and train/loss_t[...] entry of a CSVLogger file."""
+    values = {}
+    with metrics_file.open() as file:
+        for row in csv.DictReader(file):
+            for column, value in row.items():
+                if column.startswith("train/loss") and value:
+                    values[(column, int(row["step"]))] = float(value)
+    return values
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("launcher", ["cli-ddp", "torchrun"])
 def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, launcher):
-    """2 x 32 on two CPU processes (gloo) = 1 x 64: same data, same noise, DDP-averaged gradients."""
+    """2 x 32 on two CPU processes (gloo) = 1 x 64: same data, same noise, DDP-averaged gradients, and the
+    same logged losses: train/loss of every step and the epoch's t-binned losses are global-batch means."""
     steps = 30
-    reference = one_process_reference(tmp_path / "one", steps)
+    reference, reference_losses = one_process_reference(tmp_path / "one", steps)
     directory = tmp_path / launcher
     directory.mkdir()
     config = training_config(directory, directory / "runs")
@@ -159,9 +174,17 @@ def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, laun
         command = [str(EXECUTABLE), *arguments]
     completed = run(command, directory, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]  # torchrun: non-zero if any rank failed
-    checkpoint = load(directory / "runs" / "digits" / "version_0" / "checkpoints" / "last.ckpt")
+    version = directory / "runs" / "digits" / "version_0"
+    checkpoint = load(version / "checkpoints" / "last.ckpt")
     assert checkpoint["global_step"] == steps
     assert_same_weights(ema_weights(checkpoint), ema_weights(reference), tolerance=1e-5)
+    losses = logged_losses(version / "metrics.csv")
+    assert losses.keys() == reference_losses.keys()
+    bins = [key for key in losses if key[0].startswith("train/loss_t[")]
+    # A loss per step; 4 bins at the end of epoch 0 (25 batches) and of the 5 batches of epoch 1.
+    assert len(bins) == 8 and len(losses) == steps + len(bins)
+    worst = max(abs(losses[key] - reference_losses[key]) for key in losses)
+    assert worst <= 1e-5, f"the logged losses differ from one process's by up to {worst:.3g}"
 
 
 @pytest.mark.slow
