@@ -14,18 +14,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from si_lightning.checkpoints import read_weights_only
 from si_lightning.errors import ConfigurationError
 
 # What Lightning reads from a checkpoint to restore a run (fit) or only its weights (validate, test).
 LIGHTNING_KEYS = ("pytorch-lightning_version", "state_dict")
 TRAINING_KEYS = ("loops", "optimizer_states")
-
-
-def _load(path: Path) -> Any:
-    try:  # memory-mapped: the tensors' shapes are read, not their data
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # a checkpoint in torch's legacy (non-zip) format cannot be mapped
-        return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -52,7 +46,7 @@ def check_checkpoint_fits(path: str | Path, model: nn.Module, training: bool, ke
     ``training``: the run resumes training (fit), so the loops' and the optimizers' state must be there too.
     """
     file = Path(path)
-    content = _load(file)
+    content = read_weights_only(file)  # memory-mapped: the shapes are read, not the data
     wanted = (*LIGHTNING_KEYS, *TRAINING_KEYS) if training else LIGHTNING_KEYS
     missing = [name for name in wanted if not isinstance(content, dict) or name not in content]
     if missing:

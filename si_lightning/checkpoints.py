@@ -15,6 +15,7 @@ import os
 import pickle
 import pickletools
 import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import IO, Any
@@ -71,7 +72,7 @@ def load_checkpoint_file(path: str | Path) -> Any:
     if not head.startswith((b"PK", b"\x80")):  # torch.save writes a zip archive, or a pickle in the legacy format
         raise CheckpointFileError(file, "not a PyTorch checkpoint (neither a zip archive nor a pickle)")
     try:
-        return _load(file)
+        return read_weights_only(file)
     except pickle.UnpicklingError as error:  # not chained: torch's message advises unpickling anyway
         refused = refused_global(file, error)
         if refused is not None:
@@ -239,10 +240,17 @@ def torch_reason(error: BaseException, limit: int = 160) -> str:
     return one_line(relevant[0], limit) if relevant else type(error).__name__
 
 
-def _load(file: Path) -> object:
-    try:
-        return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError as error:
-        if "mmap" not in str(error):
-            raise
-    return torch.load(file, map_location="cpu", weights_only=True)  # a legacy (non-zip) file cannot be mapped
+def read_weights_only(file: Path) -> object:
+    """``torch.load(file, weights_only=True)`` on the CPU, memory-mapped when the file is a zip archive.
+
+    torch warns about a pickle protocol above 2 with advice about its unpickler; a file it cannot read
+    gets this module's own one-line reason instead, and one it can read needs no warning.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected pickle protocol \d+ in the checkpoint")
+        try:
+            return torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as error:
+            if "mmap" not in str(error):
+                raise
+        return torch.load(file, map_location="cpu", weights_only=True)  # a legacy (non-zip) file cannot be mapped
