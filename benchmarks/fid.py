@@ -21,31 +21,14 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from unittest import mock
 
 import torch
 import torch_fidelity
-import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from si_lightning.metrics import FrechetDistance, InceptionFeatureExtractor
-
-
-def write_random_inception_weights(path: Path) -> None:
-    """A randomly initialised torch-fidelity InceptionV3 state_dict (He-initialised convolutions)."""
-    with (
-        mock.patch.object(fidelity_inception, "load_state_dict_from_url", lambda *args, **kwargs: {}),
-        mock.patch.object(fidelity_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None),
-    ):
-        network = fidelity_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.Conv2d):
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-    torch.save(network.state_dict(), path)
+from si_lightning.metrics.inception import write_random_inception_weights
 
 
 class Images(Dataset):

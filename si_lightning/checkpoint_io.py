@@ -11,16 +11,15 @@ the same path. Remote paths (``s3://`` ...) are left to Lightning.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
-from lightning.fabric.utilities.types import _PATH
+from fsspec.utils import get_protocol
 from lightning.pytorch.callbacks import Checkpoint
-from lightning.pytorch.plugins.io.wrapper import _WrappingCheckpointIO
+from lightning.pytorch.plugins import AsyncCheckpointIO, TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 
 from si_lightning.files import open_atomically
@@ -29,8 +28,11 @@ from si_lightning.files import open_atomically
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``TorchCheckpointIO`` whose local saves are atomic renames within the target directory."""
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any | None = None
+    ) -> None:
+        # fsspec names the protocol of a path or URL ("file" for a plain path, "s3" for s3://...).
+        if storage_options is not None or get_protocol(str(path)) != "file":
             super().save_checkpoint(checkpoint, path, storage_options=storage_options)
             return
         with open_atomically(Path(path)) as file:
@@ -40,16 +42,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 def install_atomic_checkpoint_io(trainer: pl.Trainer) -> bool:
     """Put an ``AtomicCheckpointIO`` in place of the strategy's plain ``TorchCheckpointIO``; True if it did.
 
-    A checkpoint IO of any other kind (a user's own plugin, a sharded strategy's) is left alone; an
-    asynchronous wrapper gets the atomic IO underneath it.
+    A checkpoint IO of any other kind (a user's own plugin, a sharded strategy's) is left alone; Lightning's
+    ``AsyncCheckpointIO`` around the default IO is replaced by a new one around the atomic IO (its public
+    setter keeps a base IO once set, and its thread starts only at the first save, so nothing is lost).
     """
     strategy = trainer.strategy
     current = strategy.checkpoint_io  # Lightning creates its default TorchCheckpointIO on first access
     if type(current) is TorchCheckpointIO:
         strategy.checkpoint_io = AtomicCheckpointIO()
         return True
-    if isinstance(current, _WrappingCheckpointIO) and type(current.checkpoint_io) is TorchCheckpointIO:
-        current._checkpoint_io = AtomicCheckpointIO()
+    if type(current) is AsyncCheckpointIO and type(current.checkpoint_io) is TorchCheckpointIO:
+        strategy.checkpoint_io = AsyncCheckpointIO(AtomicCheckpointIO())
         return True
     return False
 

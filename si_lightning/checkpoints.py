@@ -219,7 +219,9 @@ def _scan_pickle(stream: IO[bytes]) -> list[str] | None:
 def torch_allowed_globals() -> set[str]:
     """The globals torch's safe loader accepts: its defaults and those a program added with ``add_safe_globals``."""
     allowed: set[str] = set()
-    try:  # the defaults have no public accessor; without them every global is reported, torch's own included
+    # The defaults have no public accessor; without them every global is reported, torch's own included.
+    # The private function's result is pinned in tests/test_library_contracts.py.
+    try:
         from torch._weights_only_unpickler import _get_allowed_globals
 
         allowed.update(_get_allowed_globals())

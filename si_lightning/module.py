@@ -7,6 +7,7 @@ training changes.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable, Iterable
@@ -15,8 +16,6 @@ from typing import IO, Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
-from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
-from lightning.pytorch.utilities.model_helpers import _restricted_classmethod
 from torch import Tensor, nn
 
 from si_lightning.callbacks.guard import check_finite_checkpoint
@@ -27,6 +26,29 @@ from si_lightning.interpolants import Interpolant, TimeSampler, UniformTime, get
 from si_lightning.sampling import Fields, FittedGrid, GuidedFields, NetworkFields
 from si_lightning.sampling.masked import KeptPixelFields
 from si_lightning.seeding import derived_seed
+
+
+class class_only_method(classmethod):  # noqa: N801 - a decorator, named like classmethod
+    """``classmethod`` that refuses a call through an instance.
+
+    ``model.load_from_checkpoint(path)`` returns a new model and leaves ``model`` as it was, a mistake
+    that is easy to make and silent; this is what Lightning's own (private) decorator of the method
+    does, written against the public descriptor protocol so a Lightning upgrade cannot remove it.
+    """
+
+    def __get__(self, instance: object, owner: type | None = None) -> Callable[..., Any]:
+        bound = super().__get__(instance, owner)
+        if instance is None:
+            return bound
+
+        @functools.wraps(self.__func__)
+        def refuse(*args: Any, **kwargs: Any) -> Any:
+            raise TypeError(
+                f"The classmethod `{type(instance).__name__}.{self.__func__.__name__}` cannot be called on an "
+                "instance. Please call it on the class type and make sure the return value is used."
+            )
+
+        return refuse
 
 
 class InterpolantModule(pl.LightningModule):
@@ -100,14 +122,17 @@ class InterpolantModule(pl.LightningModule):
         serialisable with ``weights_only=True`` loading; they are left out and must be passed again:
         ``InterpolantModule.load_from_checkpoint(path, backbone=...)``.
         """
-        if _given_hyperparameters.get() is not None:
-            self.save_hyperparameters()
-            return
         objects = [name for name, value in arguments.items() if name not in ("self", "__class__")]
         ignore = [name for name in objects if not isinstance(arguments[name], (str, int, float, bool, type(None)))]
         self.save_hyperparameters(ignore=ignore)
+        # Under LightningCLI save_hyperparameters saves the parsed config, marked with "_instantiator": the
+        # checkpoint key Lightning's own load_from_checkpoint reads to rebuild the model from that config.
+        # Reading it from the public ``hparams`` (part of the checkpoint format) instead of Lightning's
+        # private context variable keeps this working across Lightning upgrades.
+        if "_instantiator" in self.hparams:
+            self.save_hyperparameters()
 
-    @_restricted_classmethod
+    @class_only_method
     def load_from_checkpoint(
         cls,
         checkpoint_path: str | os.PathLike | IO,

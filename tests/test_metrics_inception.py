@@ -8,11 +8,9 @@ they say nothing about Inception's real features, which need the real file (neve
 from __future__ import annotations
 
 from pathlib import Path
-from unittest import mock
 
 import pytest
 import torch
-import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from si_lightning.metrics import (
@@ -23,23 +21,11 @@ from si_lightning.metrics import (
     inception_cache_path,
     resolve_inception_weights,
 )
-from si_lightning.metrics.inception import INCEPTION_WEIGHTS_FILENAME, INCEPTION_WEIGHTS_URL
-
-
-def write_random_inception_weights(path: Path) -> None:
-    """Save a randomly initialised torch-fidelity InceptionV3 state_dict (its constructor's load is bypassed)."""
-    with (
-        mock.patch.object(fidelity_inception, "load_state_dict_from_url", lambda *args, **kwargs: {}),
-        mock.patch.object(fidelity_inception.FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None),
-    ):
-        network = fidelity_inception.FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, torch.nn.Conv2d):  # He initialisation keeps activations O(1) through 90 layers
-                fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
-    torch.save(network.state_dict(), path)
+from si_lightning.metrics.inception import (
+    INCEPTION_WEIGHTS_FILENAME,
+    INCEPTION_WEIGHTS_URL,
+    write_random_inception_weights,
+)
 
 
 @pytest.fixture(scope="module")

@@ -24,6 +24,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from PIL import Image
 from torch import Tensor
+from torchvision.utils import make_grid
 
 from si_lightning.files import write_atomically
 from si_lightning.metrics import quantize_to_uint8
@@ -62,19 +63,22 @@ def image_grid(images: Tensor, columns: int) -> np.ndarray:
     """Images (B, C, H, W) in [-1, 1], C in {1, 3} -> uint8 grid (rows * (H + p) + p, columns * (W + p) + p, C).
 
     Row-major: image i sits in row i // columns, column i % columns; p = GRID_PADDING white pixels.
-    Pixels are quantised exactly as for FID (``quantize_to_uint8``).
+    Pixels are quantised exactly as for FID (``quantize_to_uint8``), then laid out by torchvision's
+    ``make_grid`` (as in si_lightning/demo.py).
     """
     if images.dim() != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"a grid needs images (B, 1 or 3, H, W); got shape {tuple(images.shape)}")
     count, channels, height, width = images.shape
     rows = -(-count // columns)
-    pad = GRID_PADDING
-    grid = torch.full((channels, rows * (height + pad) + pad, columns * (width + pad) + pad), 255, dtype=torch.uint8)
     pixels = quantize_to_uint8(images.float().cpu())
-    for index in range(count):
-        top = pad + (index // columns) * (height + pad)
-        left = pad + (index % columns) * (width + pad)
-        grid[:, top : top + height, left : left + width] = pixels[index]
+    # Every cell of the rows x columns grid is filled (white where there is no image), so the grid has
+    # ``columns`` columns even for fewer images: make_grid would otherwise narrow it to the image count.
+    blank = torch.full((rows * columns - count, channels, height, width), 255, dtype=torch.uint8)
+    cells = torch.cat([pixels, blank])
+    if len(cells) == 1:  # make_grid returns a lone image as it is, without the border
+        grid = torch.nn.functional.pad(cells[0], (GRID_PADDING,) * 4, value=255)
+    else:
+        grid = make_grid(cells, nrow=columns, padding=GRID_PADDING, pad_value=255)[:channels]  # grey: 1 of 3
     return grid.permute(1, 2, 0).numpy()
 
 

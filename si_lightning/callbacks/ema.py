@@ -170,6 +170,8 @@ class EMA(Callback):
         else:
             first = self.first_updated_step
             decay = self.decay_between(self.last_updated_step - first, step - first)
+            # One fused kernel for all parameters; torch has no public foreach lerp, so its behaviour is
+            # pinned in tests/test_library_contracts.py.
             torch._foreach_lerp_(average_parameters, parameters, 1.0 - decay)
         if buffers:
             torch._foreach_copy_(average_buffers, buffers)

@@ -11,11 +11,17 @@ Plain PyTorch + torchmetrics + torch-fidelity (no Lightning). Typical use by a c
     fid.update(generated_images_in_minus_one_one, real=False)  # on every rank, its own shard of seeds
     logs = metric_logs({"fid": float(fid.compute())}, sampler="ode-dopri5", num_samples=2000, nfe=nfe,
                        extractor=extractor.name)
+
+A new dataset plugs in its own extractor by subclassing ``FeatureExtractor`` and adding it to
+``FEATURE_EXTRACTORS`` (or by passing the instance directly to the metric objects).
 """
+
+from __future__ import annotations
+
+from typing import Any
 
 from si_lightning.metrics.digits import DigitsClassifier, DigitsFeatureExtractor, load_digits_classifier
 from si_lightning.metrics.distances import FrechetDistance, KernelDistance, kernel_distance
-from si_lightning.metrics.extractors import FEATURE_EXTRACTORS, build_feature_extractor
 from si_lightning.metrics.feature_extractor import FeatureExtractor, extract_features
 from si_lightning.metrics.frechet import (
     feature_mean_and_covariance,
@@ -26,6 +32,18 @@ from si_lightning.metrics.inception import InceptionFeatureExtractor, inception_
 from si_lightning.metrics.naming import metric_logs, metric_name
 from si_lightning.metrics.quantize import as_uint8_images, quantize_to_uint8
 from si_lightning.metrics.statistics import FeatureStatistics, StatisticsCache, StatisticsKey
+from si_lightning.registry import lookup
+
+FEATURE_EXTRACTORS: dict[str, type[FeatureExtractor]] = {
+    "inception": InceptionFeatureExtractor,
+    "digits": DigitsFeatureExtractor,
+}
+
+
+def build_feature_extractor(name: str, **kwargs: Any) -> FeatureExtractor:
+    """The extractor registered as ``name``, constructed with ``kwargs`` (e.g. ``weights_path``)."""
+    return lookup(FEATURE_EXTRACTORS, name, "feature extractor")(**kwargs)
+
 
 __all__ = [
     "FEATURE_EXTRACTORS",

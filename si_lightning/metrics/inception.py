@@ -13,9 +13,11 @@ from __future__ import annotations
 import warnings
 from os import PathLike
 from pathlib import Path
+from unittest import mock
 from urllib.parse import urlparse
 
 import torch
+import torch_fidelity.feature_extractor_inceptionv3 as fidelity_inception
 from torch import Tensor
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 
@@ -87,3 +89,26 @@ class InceptionFeatureExtractor(FeatureExtractor):
         elif channels != 3:
             raise ValueError(f"InceptionV3 expects 1 or 3 channels; got {channels} (shape {tuple(images.shape)})")
         return self.network(images)[0]
+
+
+def write_random_inception_weights(path: str | PathLike) -> None:
+    """Save a randomly initialised torch-fidelity InceptionV3 state_dict at ``path``, with no download.
+
+    The file has exactly the format torch-fidelity downloads (``torch.save`` of the state_dict of
+    ``FeatureExtractorInceptionV3``), so the loading code and the feature plumbing can be tested and
+    benchmarked offline; the features are not Inception's real ones. The constructor's own download
+    and load are bypassed; the convolutions get He initialisation from a fixed seed (the same file
+    every time), which keeps the activations O(1) through the 90 layers.
+    """
+    with (
+        mock.patch.object(fidelity_inception, "load_state_dict_from_url", lambda *args, **kwargs: {}),
+        mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None),
+    ):
+        network = FeatureExtractorInceptionV3("inception-v3-compat", ["2048"])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in network.modules():
+            if isinstance(module, torch.nn.Conv2d):
+                fan_in = module.weight[0].numel()
+                module.weight.copy_(torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5)
+    torch.save(network.state_dict(), path)

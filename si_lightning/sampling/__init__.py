@@ -9,7 +9,7 @@ from si_lightning.sampling.conversion import ConvertedFields, convert_interpolan
 from si_lightning.sampling.design import FittedGrid, fit_lipschitz_grid, fit_local_error_grid
 from si_lightning.sampling.diffusion import DIFFUSIONS, Diffusion
 from si_lightning.sampling.divergence import DIVERGENCES, PROBES
-from si_lightning.sampling.fields import Fields, NetworkFields, OracleFields, as_fields
+from si_lightning.sampling.fields import Fields, FieldsWrapper, NetworkFields, OracleFields, as_fields
 from si_lightning.sampling.grids import GRIDS, EDMGrid, LogSNRGrid, TimeGrid
 from si_lightning.sampling.guidance import GuidedFields
 from si_lightning.sampling.likelihood import LikelihoodResult, bits_per_dim, log_likelihood, sde_log_likelihood
@@ -43,6 +43,7 @@ __all__ = [
     "Diffusion",
     "EDMGrid",
     "Fields",
+    "FieldsWrapper",
     "FittedGrid",
     "GuidedFields",
     "LikelihoodResult",

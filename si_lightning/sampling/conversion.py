@@ -23,7 +23,7 @@ from torch import Tensor
 
 from si_lightning.condition import Condition
 from si_lightning.interpolants import Interpolant, broadcast_time
-from si_lightning.sampling.fields import Fields, as_fields
+from si_lightning.sampling.fields import Fields, FieldsWrapper, as_fields
 from si_lightning.sampling.snr import check_convertible, log_snr, log_snr_rate, time_of_log_snr
 
 
@@ -63,18 +63,20 @@ def time_change(source: Interpolant, target: Interpolant, t: Tensor) -> TimeChan
     )
 
 
-class ConvertedFields(Fields):
+class ConvertedFields(FieldsWrapper):
     """The fields of ``interpolant`` computed from ``source`` fields of another Gaussian-base interpolant.
 
     Valid on the target's interior [eps, 1 - eps]: at t = 0 and t = 1 the log-SNR is infinite.
     """
 
     def __init__(self, source: Fields, interpolant: Interpolant) -> None:
-        self.source = source
-        self.interpolant = interpolant
-        self.has_score, self.has_data = source.has_score, source.has_data
-        self.missing_score_reason = source.missing_score_reason
-        self.evaluations_per_call = source.evaluations_per_call
+        super().__init__(source)
+        self.interpolant = interpolant  # the target's; the source keeps its own
+
+    @property
+    def source(self) -> Fields:
+        """The fields being converted (those of ``source.interpolant``)."""
+        return self.fields
 
     def __repr__(self) -> str:
         return f"ConvertedFields({self.source!r} -> {self.interpolant!r})"

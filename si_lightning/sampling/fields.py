@@ -219,8 +219,17 @@ def as_fields(fields: object) -> Fields:
     )
 
 
-class CountedFields(Fields):
-    """Forwards to ``fields`` and counts network evaluations in ``nfe`` (a Python int: no host sync)."""
+class FieldsWrapper(Fields):
+    """Fields around inner ``fields``: forwards what a subclass does not change.
+
+    The capability attributes (``interpolant``, ``has_score``, ``has_data``, ``missing_score_reason``,
+    ``evaluations_per_call``) are read from the inner fields once, at construction, and a subclass
+    overrides the ones it changes. ``velocity``, ``score``, ``data``, ``velocity_and_score`` and
+    ``valid_interval`` forward unchanged. ``velocity_plus_score`` is deliberately not forwarded: the
+    inherited one builds b + w s from this wrapper's own ``velocity_and_score``, so a wrapper that
+    changes b or s changes the SDE drift too; a wrapper that changes neither may forward it (as
+    ``CountedFields`` does, keeping the oracle's cheaper sum).
+    """
 
     def __init__(self, fields: Fields) -> None:
         self.fields = fields
@@ -228,6 +237,35 @@ class CountedFields(Fields):
         self.has_score, self.has_data = fields.has_score, fields.has_data
         self.missing_score_reason = fields.missing_score_reason
         self.evaluations_per_call = fields.evaluations_per_call
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.fields!r})"
+
+    def velocity(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
+        """The inner b(t, x): t (batch,), x (batch, ...) -> (batch, ...)."""
+        return self.fields.velocity(t, x, cond)
+
+    def score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
+        """The inner s(t, x): t (batch,), x (batch, ...) -> (batch, ...)."""
+        return self.fields.score(t, x, cond)
+
+    def data(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
+        """The inner E[x1 | x_t = x]: t (batch,), x (batch, ...) -> (batch, ...)."""
+        return self.fields.data(t, x, cond)
+
+    def velocity_and_score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> tuple[Tensor, Tensor]:
+        """The inner (b, s), each (batch, ...), at one evaluation's cost."""
+        return self.fields.velocity_and_score(t, x, cond)
+
+    def valid_interval(self, need_score: bool = False) -> tuple[float, float]:
+        return self.fields.valid_interval(need_score)
+
+
+class CountedFields(FieldsWrapper):
+    """Forwards to ``fields`` and counts network evaluations in ``nfe`` (a Python int: no host sync)."""
+
+    def __init__(self, fields: Fields) -> None:
+        super().__init__(fields)
         self.nfe = 0
 
     def __repr__(self) -> str:
@@ -238,23 +276,20 @@ class CountedFields(Fields):
 
     def velocity(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         self._count()
-        return self.fields.velocity(t, x, cond)
+        return super().velocity(t, x, cond)
 
     def score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         self._count()
-        return self.fields.score(t, x, cond)
+        return super().score(t, x, cond)
 
     def data(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         self._count()
-        return self.fields.data(t, x, cond)
+        return super().data(t, x, cond)
 
     def velocity_and_score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> tuple[Tensor, Tensor]:
         self._count()
-        return self.fields.velocity_and_score(t, x, cond)
+        return super().velocity_and_score(t, x, cond)
 
     def velocity_plus_score(self, t: Tensor, x: Tensor, cond: Condition | None, weight: Tensor) -> Tensor:
         self._count()
         return self.fields.velocity_plus_score(t, x, cond, weight)
-
-    def valid_interval(self, need_score: bool = False) -> tuple[float, float]:
-        return self.fields.valid_interval(need_score)

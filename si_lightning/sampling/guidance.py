@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from si_lightning.condition import Condition
-from si_lightning.sampling.fields import Fields, as_fields
+from si_lightning.sampling.fields import Fields, FieldsWrapper, as_fields
 
 
 def check_guidance_interval(interval: Sequence[float] | None) -> tuple[float, float] | None:
@@ -38,7 +38,7 @@ def check_guidance_interval(interval: Sequence[float] | None) -> tuple[float, fl
     return float(values[0]), float(values[1])
 
 
-class GuidedFields(Fields):
+class GuidedFields(FieldsWrapper):
     """Guided fields f_u + w (f_c - f_u) of ``fields`` for w = ``guidance_scale``.
 
     Args:
@@ -57,13 +57,10 @@ class GuidedFields(Fields):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         if isinstance(null_label, bool) or not isinstance(null_label, int) or null_label < 0:
             raise ValueError(f"null_label must be an int >= 0 (the number of classes), got {null_label!r}")
-        self.fields = as_fields(fields)
+        super().__init__(as_fields(fields))
         self.guidance_scale = float(guidance_scale)
         self.null_label = null_label
         self.interval = check_guidance_interval(interval)
-        self.interpolant = self.fields.interpolant
-        self.has_score, self.has_data = self.fields.has_score, self.fields.has_data
-        self.missing_score_reason = self.fields.missing_score_reason
         single = self.guidance_scale == 1.0 or (self.guidance_scale == 0.0 and self.interval is None)
         self.evaluations_per_call = (1 if single else 2) * self.fields.evaluations_per_call
 
@@ -121,6 +118,3 @@ class GuidedFields(Fields):
 
     def velocity_and_score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> tuple[Tensor, Tensor]:
         return self._apply(self.fields.velocity_and_score, t, x, cond)
-
-    def valid_interval(self, need_score: bool = False) -> tuple[float, float]:
-        return self.fields.valid_interval(need_score)

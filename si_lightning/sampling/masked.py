@@ -12,21 +12,14 @@ from torch import Tensor
 
 from si_lightning.condition import Condition
 from si_lightning.couplings import mask_velocity
-from si_lightning.sampling.fields import Fields
+from si_lightning.sampling.fields import FieldsWrapper
 
 
-class KeptPixelFields(Fields):
-    """``fields`` with b set to 0 where ``cond.keep`` = 1; unchanged when the condition has no keep-mask."""
+class KeptPixelFields(FieldsWrapper):
+    """``fields`` with b set to 0 where ``cond.keep`` = 1; unchanged when the condition has no keep-mask.
 
-    def __init__(self, fields: Fields) -> None:
-        self.fields = fields
-        self.interpolant = fields.interpolant
-        self.has_score, self.has_data = fields.has_score, fields.has_data
-        self.missing_score_reason = fields.missing_score_reason
-        self.evaluations_per_call = fields.evaluations_per_call
-
-    def __repr__(self) -> str:
-        return f"KeptPixelFields({self.fields!r})"
+    Only b changes: the score and the data prediction forward as they are.
+    """
 
     @staticmethod
     def _masked(velocity: Tensor, cond: Condition | None) -> Tensor:
@@ -35,15 +28,6 @@ class KeptPixelFields(Fields):
     def velocity(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
         return self._masked(self.fields.velocity(t, x, cond), cond)
 
-    def score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
-        return self.fields.score(t, x, cond)
-
-    def data(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> Tensor:
-        return self.fields.data(t, x, cond)
-
     def velocity_and_score(self, t: Tensor, x: Tensor, cond: Condition | None = None) -> tuple[Tensor, Tensor]:
         velocity, score = self.fields.velocity_and_score(t, x, cond)
         return self._masked(velocity, cond), score
-
-    def valid_interval(self, need_score: bool = False) -> tuple[float, float]:
-        return self.fields.valid_interval(need_score)
