@@ -97,6 +97,14 @@ def test_a_cifar_file_that_is_not_a_batch_is_named(tmp_path):
         load_numpy_pickle(folder / "data_batch_1")
 
 
+def test_a_cifar_file_whose_bytes_claim_gigabytes_is_named(tmp_path):
+    """Bytes that read as a 2^62-byte frame make the unpickler raise MemoryError: still one named refusal."""
+    folder, _ = cifar_folder(tmp_path)
+    (folder / "data_batch_1").write_bytes(b"\x80\x04\x8e" + (2**62).to_bytes(8, "little") + b"abc")
+    with pytest.raises(UnsafePickleError, match="data_batch_1: not a readable pickle"):
+        load_numpy_pickle(folder / "data_batch_1")
+
+
 # ------------------------------------------------------------------------------------------ checkpoints
 def real_checkpoint(path):
     torch.save({"state_dict": {"weight": torch.ones(3)}, "global_step": 7, "epoch": 0}, path)

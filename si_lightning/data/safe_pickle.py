@@ -53,6 +53,11 @@ class NumpyUnpickler(pickle.Unpickler):
         return getattr(importlib.import_module(module), name)
 
 
+# What unpickling a file that is no pickle raises; MemoryError and OverflowError when its bytes happen to
+# read as a length of gigabytes.
+UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, MemoryError, OverflowError)
+
+
 def load_numpy_pickle(path: Path, encoding: str = "latin1") -> Any:
     """Unpickle ``path`` allowing numpy arrays and plain containers only (``encoding`` for Python 2 pickles)."""
     path = Path(path)
@@ -61,5 +66,5 @@ def load_numpy_pickle(path: Path, encoding: str = "latin1") -> Any:
             return NumpyUnpickler(file, path, encoding=encoding).load()
         except UnsafePickleError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as error:
+        except UNREADABLE as error:
             raise UnsafePickleError(f"{path}: not a readable pickle of numpy arrays ({error})") from error
