@@ -63,7 +63,13 @@ def generator() -> torch.Generator:
 # `make test` runs two workers with --dist loadgroup: every test is scheduled on its own, except
 # those sharing an expensive module- or session-scoped fixture (a training run through the
 # executable, Inception weights), which stay together on one worker so the fixture runs once.
+# The first matching prefix decides. The commands' tests are two groups, each training its own digits
+# checkpoint once (about 15 s), so neither worker runs all of them.
 SHARED_FIXTURE_GROUPS = {
+    "tests/commands/test_checkpoint_refusal.py": None,  # no shared fixture
+    "tests/commands/test_decoding.py": None,
+    "tests/commands/test_evaluate.py": "commands-evaluate",
+    "tests/commands/test_command_fuzz.py": "commands-evaluate",
     "tests/commands/": "commands",
     "tests/integration/test_jobs.py": "jobs",
     "tests/integration/test_wandb.py": "wandb",
@@ -79,6 +85,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # one thread per worker: the workers 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         relative = item.path.resolve().relative_to(REPOSITORY).as_posix()
-        for prefix, group in SHARED_FIXTURE_GROUPS.items():
-            if relative.startswith(prefix):
-                item.add_marker(pytest.mark.xdist_group(group))
+        group = next((group for prefix, group in SHARED_FIXTURE_GROUPS.items() if relative.startswith(prefix)), None)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
