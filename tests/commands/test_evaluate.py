@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from si_lightning.cli import main
 from tests.commands.conftest import run_command
 from tests.test_metrics_inception import write_random_inception_weights
 
@@ -97,9 +98,9 @@ def test_sweep_on_the_digits_checkpoint_writes_the_table_and_the_plot(digits_che
     assert math.isclose(fid, float(rows[1]["fid"]), rel_tol=1e-6)
 
 
-@pytest.mark.slow  # several launches of the executable (each imports torch and Lightning)
+@pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_evaluate_bad_input_is_one_line_and_exit_2(tmp_path) -> None:
+def test_evaluate_bad_input_is_one_line_and_exit_2(tmp_path, capsys) -> None:
     images = np.zeros((4, 8, 8, 1), dtype=np.uint8)
     np.savez(tmp_path / "samples.npz", arr_0=images)
     cases = {
@@ -107,8 +108,15 @@ def test_evaluate_bad_input_is_one_line_and_exit_2(tmp_path) -> None:
         "--ckpt": ["--ckpt", str(tmp_path / "missing.ckpt")],
         "--reference": ["--samples", str(tmp_path / "samples.npz"), "--extractor", "digits"],
     }
-    for key, arguments in cases.items():
-        completed = run_command(["evaluate", *arguments, "--out", str(tmp_path / "out")], timeout=120)
-        lines = completed.stderr.strip().splitlines()
-        assert completed.returncode == 2, (key, completed.stderr[-2000:])
-        assert len(lines) == 1 and lines[0].startswith(f"error: {key} = "), (key, completed.stderr)
+    # The first through the executable; the others through the same entry point in this process (the
+    # executable's start-up is the slow part; the command fuzz runs more of them through the executable).
+    for index, (key, arguments) in enumerate(cases.items()):
+        command = ["evaluate", *arguments, "--out", str(tmp_path / "out")]
+        if index == 0:
+            completed = run_command(command, timeout=120)
+            status, stderr = completed.returncode, completed.stderr
+        else:
+            status, stderr = main(command), capsys.readouterr().err
+        lines = stderr.strip().splitlines()
+        assert status == 2, (key, stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith(f"error: {key} = "), (key, stderr)

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from si_lightning.cli import main
 from si_lightning.commands.outputs import npz_bytes
 from tests.commands.conftest import EXECUTABLE, REPOSITORY, command_environment, run_command
 
@@ -66,8 +67,7 @@ def test_sample_is_reproducible_and_invariant_to_processes_and_batch_size(digits
     reference = float_samples(tmp_path / "a")
     for name, extra in {
         "two-processes": ["--devices", "2", "--batch-size", "64", "--accelerator", "cpu"],
-        "batch-1": ["--batch-size", "1"],
-        "batch-64": ["--batch-size", "64"],
+        "batch-1": ["--batch-size", "1"],  # with the two processes' batches of 64: three batch sizes
     }.items():
         out = tmp_path / name
         sample(digits_checkpoint, out, *common, *extra, "--keep-shards")
@@ -83,7 +83,7 @@ def test_sample_is_reproducible_and_invariant_to_processes_and_batch_size(digits
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_interrupted_sample_resumes_to_the_same_file(digits_checkpoint, tmp_path) -> None:
-    common = ["--num-samples", "64", "--sampler", "ode-heun-50", "--shard-size", "4", "--batch-size", "4"]
+    common = ["--num-samples", "64", "--sampler", "ode-heun-20", "--shard-size", "4", "--batch-size", "4"]
     sample(digits_checkpoint, tmp_path / "whole", *common)
 
     out = tmp_path / "interrupted"
@@ -106,9 +106,9 @@ def test_interrupted_sample_resumes_to_the_same_file(digits_checkpoint, tmp_path
         assert sorted(path.name for path in finished.iterdir()) == ["images", "record.json", "samples.npz"]
 
 
-@pytest.mark.slow  # several launches of the executable (each imports torch and Lightning)
+@pytest.mark.slow
 @pytest.mark.timeout(600)
-def test_bad_input_is_one_line_and_exit_2(digits_checkpoint, tmp_path) -> None:
+def test_bad_input_is_one_line_and_exit_2(digits_checkpoint, tmp_path, capsys) -> None:
     not_a_checkpoint = tmp_path / "notes.ckpt"
     not_a_checkpoint.write_text("not a checkpoint")
     taken = tmp_path / "taken"
@@ -122,9 +122,15 @@ def test_bad_input_is_one_line_and_exit_2(digits_checkpoint, tmp_path) -> None:
         "--sampler": ["--ckpt", str(digits_checkpoint), "--num-samples", "4", "--sampler", "ode-magic-7"],
     }
     cases["--sampler"] += ["--out", str(tmp_path / "o5")]
-    for key, arguments in cases.items():
-        completed = run_command(["sample", *arguments], timeout=120)
-        lines = completed.stderr.strip().splitlines()
-        assert completed.returncode == 2, (key, completed.stderr[-2000:])
-        assert len(lines) == 1 and lines[0].startswith(f"error: {key.strip()} = "), (key, completed.stderr)
+    # The first through the executable; the others through the same entry point in this process (the
+    # executable's start-up is the slow part; the command fuzz runs more of them through the executable).
+    for index, (key, arguments) in enumerate(cases.items()):
+        if index == 0:
+            completed = run_command(["sample", *arguments], timeout=120)
+            status, stderr = completed.returncode, completed.stderr
+        else:
+            status, stderr = main(["sample", *arguments]), capsys.readouterr().err
+        lines = stderr.strip().splitlines()
+        assert status == 2, (key, stderr[-2000:])
+        assert len(lines) == 1 and lines[0].startswith(f"error: {key.strip()} = "), (key, stderr)
     assert (taken / "samples.npz").is_file() and not (taken / "record.json").exists()  # nothing was touched
