@@ -17,6 +17,7 @@ import torchvision
 from torch import Tensor
 from torchvision import transforms
 
+from si_lightning.checks import is_integer
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
 from si_lightning.data.datasets import ImageFileDataset, InMemoryDataset
@@ -202,7 +203,7 @@ class ImageDataModule(CoupledDataModule):
             if self.source.native_size is None:
                 raise ValueError(f"{dataset} needs an image_size (its images have no common size), got None")
             image_size = self.source.native_size
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        if not is_integer(image_size) or image_size < 1:
             raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from si_lightning.checks import positive_float, positive_int
 from si_lightning.condition import Condition
 from si_lightning.interpolants import Interpolant
 from si_lightning.registry import lookup
@@ -19,8 +20,6 @@ from si_lightning.sampling.checks import (
     check_condition,
     check_data,
     check_interval_argument,
-    positive_float,
-    positive_int,
     resolve_interval,
 )
 from si_lightning.sampling.fields import CountedFields, Fields, as_fields
