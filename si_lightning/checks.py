@@ -1,14 +1,19 @@
-"""The argument checks of every class and command: an int or a number that is not a bool, in a range.
+"""The argument checks of every class and command: a count or a number in its range, a name among choices.
 
 Python's ``bool`` is a subclass of ``int``, so ``isinstance(True, int)`` holds and a config's ``true``
 would pass for the count 1; every check of a count or a number here refuses bools. The predicates
 (``is_integer``, ``is_number``) leave the message to the caller; the checks raise a ValueError that
-names the argument, what it must be and the value given.
+names the argument, what it must be and the value given. Every choice by name (schedule, gamma family,
+prediction, diffusion coefficient, time sampler, ...) is a dict of classes read through ``lookup``, so
+a typo in a config stops at parse time with the valid names instead of deep inside training.
 """
 
 from __future__ import annotations
 
 import math
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def is_integer(value: object) -> bool:
@@ -52,3 +57,11 @@ def non_negative_float(name: str, value: object) -> float:
     if not is_finite_number(value) or value < 0:
         raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
     return float(value)
+
+
+def lookup(registry: dict[str, T], name: str, kind: str) -> T:
+    """Return ``registry[name]`` or raise a ValueError naming ``name`` and the valid names."""
+    if not isinstance(name, str) or name not in registry:
+        valid = ", ".join(sorted(registry))
+        raise ValueError(f"unknown {kind} {name!r}; expected one of: {valid}")
+    return registry[name]

@@ -38,9 +38,8 @@ from si_lightning.callbacks.generation import (
     local_indices,
 )
 from si_lightning.callbacks.schedule import PeriodicEvaluation
-from si_lightning.checks import positive_count
+from si_lightning.checks import lookup, positive_count
 from si_lightning.metrics import metric_name
-from si_lightning.registry import lookup
 from si_lightning.sampling import DIVERGENCES, PROBES, ODESampler, bits_per_dim, log_likelihood
 
 

@@ -18,8 +18,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from si_lightning.checks import is_integer, is_number
-from si_lightning.registry import lookup
+from si_lightning.checks import is_integer, is_number, lookup
 
 
 def _probability(name: str, value: float) -> float:

@@ -17,13 +17,12 @@ import torchvision
 from torch import Tensor
 from torchvision import transforms
 
-from si_lightning.checks import is_integer
+from si_lightning.checks import is_integer, lookup
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
 from si_lightning.data.datasets import ImageFileDataset, InMemoryDataset
 from si_lightning.data.image_check import BAD_IMAGE_POLICIES, checked_samples
 from si_lightning.data.safe_pickle import load_numpy_pickle
-from si_lightning.registry import lookup
 
 
 def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:

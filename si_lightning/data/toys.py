@@ -15,12 +15,11 @@ import torch
 from torch import Tensor
 
 from si_lightning.analytic import GaussianMixture
-from si_lightning.checks import is_integer
+from si_lightning.checks import is_integer, lookup
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
 from si_lightning.data.datasets import InMemoryDataset
 from si_lightning.interpolants import Interpolant
-from si_lightning.registry import lookup
 
 Sample = tuple[Tensor, Tensor]
 

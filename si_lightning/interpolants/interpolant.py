@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from si_lightning.checks import lookup
 from si_lightning.interpolants.broadcast import broadcast_time
 from si_lightning.interpolants.gamma import GAMMAS, Gamma
 from si_lightning.interpolants.schedules import SCHEDULES, Schedule
-from si_lightning.registry import lookup
 
 
 @dataclass(frozen=True)

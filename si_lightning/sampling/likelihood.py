@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from si_lightning.checks import positive_int
+from si_lightning.checks import lookup, positive_int
 from si_lightning.condition import Condition
-from si_lightning.registry import lookup
 from si_lightning.sampling.checks import (
     batch_time,
     check_condition,

@@ -20,9 +20,8 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from si_lightning.checks import non_negative_float, positive_int
+from si_lightning.checks import lookup, non_negative_float, positive_int
 from si_lightning.condition import Condition
-from si_lightning.registry import lookup
 from si_lightning.sampling.checks import (
     batch_time,
     check_condition,

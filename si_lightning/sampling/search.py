@@ -25,9 +25,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from si_lightning.checks import is_integer, non_negative_float, positive_float, positive_int
+from si_lightning.checks import is_integer, lookup, non_negative_float, positive_float, positive_int
 from si_lightning.interpolants import conversions
-from si_lightning.registry import lookup
 from si_lightning.sampling.checks import batch_time, resolve_interval
 from si_lightning.sampling.diffusion import DIFFUSIONS
 from si_lightning.sampling.fields import as_fields
