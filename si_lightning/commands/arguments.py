@@ -108,8 +108,8 @@ class CommandParser(ArgumentParser):
             return ConfigurationError(not_accepted.group("key"), None, "an unknown option (see --help)")
         unknown = re.match(r"^unrecognized arguments: (?P<rest>.+)$", message, re.DOTALL)
         if unknown:
-            word = unknown.group("rest").split()[0]
-            return ConfigurationError(word.partition("=")[0], word.partition("=")[2] or None, "an unknown option")
+            option, _, value = unknown.group("rest").split()[0].partition("=")
+            return ConfigurationError(option, value or None, "an unknown option (see --help)")
         found = _ARGUMENT.match(message)
         if found:
             key = self.option_of(found.group("key").split("/")[-1].strip())

@@ -3,6 +3,7 @@
     si-lightning evaluate --ckpt last.ckpt --sampler ode-heun-50 --num-samples 50000 --metrics fid,is
     si-lightning evaluate --samples samples/run --reference data/cifar10-train --metrics fid,kid
     si-lightning evaluate --ckpt last.ckpt --sweep --num-samples 10000   # FID versus NFE of a sampler grid
+    si-lightning evaluate -c evaluate.yaml                                # options from YAML (--print_config)
 
 Generated side: samples of the checkpoint from seeds 0 .. N-1 (the ``sample`` engine), or images
 from a folder / .npz / ``sample`` output (``--samples``). Real side: ``--reference`` images, or N

@@ -3,6 +3,7 @@
     si-lightning sample --ckpt runs/digits/version_0/checkpoints/last.ckpt --sampler ode-heun-50 \\
         --seeds 0-49999 --out samples/digits-heun50 [--devices 8 | under torchrun] [--labels 3]
     si-lightning sample --ckpt runs/digits-superres/version_0/checkpoints/last.ckpt --inputs held-out/ --out ...
+    si-lightning sample -c sample.yaml [--seeds 0-99]   # options from YAML; --print_config writes such a file
 
 Sample i is drawn from its seed alone (base noise, SDE noise, default label seed mod K), so the
 samples do not depend on the batch size or on the number of processes (``--devices N`` spawns N
