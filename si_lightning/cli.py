@@ -344,7 +344,7 @@ def main(args: list[str] | None = None) -> int:
     arguments, debug = split_debug_flag(list(sys.argv[1:] if args is None else args))
     if arguments and arguments[0] in COMMANDS:
         command = importlib.import_module(COMMANDS[arguments[0]]).main
-        return run_reporting_errors(lambda: command(arguments[1:]), debug)
+        return run_reporting_errors(lambda: command(arguments[1:], debug), debug)
 
     def fit_validate_or_test() -> int:
         known = [*InterpolantCLI.subcommands(), *COMMANDS]

@@ -148,16 +148,17 @@ def typed_value(key: str, arguments: list[str], message: str) -> str | None:
     return shown.group("value").strip() if shown else None
 
 
-def report_configuration_errors(run: Callable[[list[str]], int], arguments: list[str]) -> int:
+def report_configuration_errors(run: Callable[[list[str]], int], arguments: list[str], debug: bool = False) -> int:
     """``run(arguments)``; a ConfigurationError becomes one stderr line and exit status 2.
 
-    The line is ``error: key = value: expected`` (the value as typed, unquoted); ``--debug`` (or
-    ``SI_LIGHTNING_DEBUG``, see ``errors.split_debug_flag``) shows the traceback before it.
+    The line is ``error: key = value: expected`` (the value as typed, unquoted); with ``debug`` (the
+    command line's ``--debug`` or ``SI_LIGHTNING_DEBUG``, see ``errors.split_debug_flag``) the
+    traceback comes before it.
     """
     try:
         return run(arguments)
     except ConfigurationError as error:
-        if "--debug" in arguments:
+        if debug:
             traceback.print_exc()
         print(f"error: {error.key} = {error.value}: {error.expected}", file=sys.stderr)
         return EXIT_CONFIGURATION_ERROR

@@ -314,5 +314,5 @@ def run(arguments: list[str]) -> int:
     return EXIT_SUCCESS
 
 
-def main(arguments: list[str]) -> int:
-    return report_configuration_errors(run, arguments)
+def main(arguments: list[str], debug: bool = False) -> int:
+    return report_configuration_errors(run, arguments, debug)

@@ -104,3 +104,15 @@ def test_a_bad_config_file_value_is_one_line_naming_the_option(text, line, tmp_p
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(line), lines
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.timeout(120)
+def test_debug_prints_the_traceback_before_the_one_line(tmp_path, capsys) -> None:
+    from si_lightning.cli import main
+
+    arguments = ["sample", "--ckpt", "a.ckpt", "--out", str(tmp_path / "out"), "--num-samples", "0"]
+    assert main(arguments) == 2
+    assert capsys.readouterr().err == "error: --num-samples = 0: an integer >= 1\n"
+    assert main([*arguments, "--debug"]) == 2
+    stderr = capsys.readouterr().err
+    assert "Traceback" in stderr and stderr.splitlines()[-1] == "error: --num-samples = 0: an integer >= 1"
