@@ -20,6 +20,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from si_lightning.checks import is_number
 from si_lightning.errors import ConfigurationError
 
 DEFAULT_SCALE = 0.18215  # Stable Diffusion's latent scale: unit variance for its VAE's latents of ImageNet
@@ -58,7 +59,7 @@ class DiffusersAutoencoder(nn.Module):
             ) from None
         if not Path(path).expanduser().is_dir():
             raise ConfigurationError(key, str(path), f"an existing folder: {AUTOENCODER_EXPECTED}")
-        if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not scale > 0:
+        if not is_number(scale) or not scale > 0:
             raise ConfigurationError("scale", scale, "a number > 0 (0.18215 for Stable Diffusion's VAE)")
         try:
             self.vae = AutoencoderKL.from_pretrained(str(Path(path).expanduser()), local_files_only=True)

@@ -47,6 +47,7 @@ from si_lightning.callbacks.tracking import RunTracking, choose_wandb_mode, resu
 from si_lightning.checkpoint_fit import check_checkpoint_fits
 from si_lightning.checkpoint_io import drop_checkpoints_in_dev_run, install_atomic_checkpoint_io
 from si_lightning.checkpoints import SPECIAL_CHECKPOINTS, check_checkpoint
+from si_lightning.checks import is_number
 from si_lightning.commands import COMMANDS
 from si_lightning.config_errors import from_exception, from_parse_error
 from si_lightning.errors import (
@@ -73,7 +74,7 @@ def _numbers_named(config: Any, key: str, path: str = "") -> Iterator[tuple[str,
     items = config.items() if hasattr(config, "items") else ()
     for name, value in items:
         where = f"{path}.{name}" if path else str(name)
-        if str(name).split(".")[-1] == key and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if str(name).split(".")[-1] == key and is_number(value):
             yield where, value
         elif hasattr(value, "items"):
             yield from _numbers_named(value, key, where)
@@ -90,10 +91,6 @@ class RunDirectorySaveConfig(SaveConfigCallback):
             text = self.parser.dump(self.config, skip_none=False)
             write_atomically(directory / self.config_filename, text.encode())
         self.already_saved = trainer.strategy.broadcast(True)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _count_or_fraction(value: Any) -> bool:
@@ -123,7 +120,7 @@ def _devices(value: Any) -> bool:
 
 # Trainer settings that Lightning would accept silently or refuse only deep inside fit: (valid, expected).
 TRAINER_CHECKS: dict[str, tuple[Any, str]] = {
-    "gradient_clip_val": (lambda v: _is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0 (0: none)"),
+    "gradient_clip_val": (lambda v: is_number(v) and math.isfinite(v) and v >= 0, "a finite number >= 0 (0: none)"),
     "val_check_interval": (_count_or_fraction, "a number of training batches >= 1 or a fraction in (0, 1]"),
     "max_steps": (lambda v: isinstance(v, int) and (v >= 0 or v == -1), "an integer >= 0, or -1 for no limit"),
     "min_steps": (lambda v: isinstance(v, int) and v >= 0, "an integer >= 0"),
@@ -347,7 +344,7 @@ def main(args: list[str] | None = None) -> int:
     arguments, debug = split_debug_flag(list(sys.argv[1:] if args is None else args))
     if arguments and arguments[0] in COMMANDS:
         command = importlib.import_module(COMMANDS[arguments[0]]).main
-        return run_reporting_errors(lambda: command(arguments[1:]), debug)
+        return run_reporting_errors(lambda: command(arguments[1:], debug), debug)
 
     def fit_validate_or_test() -> int:
         known = [*InterpolantCLI.subcommands(), *COMMANDS]

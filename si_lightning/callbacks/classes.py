@@ -24,11 +24,11 @@ from si_lightning.callbacks.generation import (
     evaluation_mode,
     local_indices,
     num_classes_of,
-    positive_count,
     sample_from_seeds,
     seed_labels,
 )
 from si_lightning.callbacks.schedule import PeriodicEvaluation
+from si_lightning.checks import positive_count
 from si_lightning.metrics import metric_name, quantize_to_uint8
 from si_lightning.metrics.digits import DigitsFeatureExtractor
 from si_lightning.sampling import ODESampler, SDESampler

@@ -44,6 +44,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 
+from si_lightning.checks import is_integer, is_number
+
 BACKBONE_PREFIX = "backbone."
 
 
@@ -92,19 +94,17 @@ class EMA(Callback):
         validate_with_average: bool = True,
     ) -> None:
         super().__init__()
-        if isinstance(decay, bool) or not isinstance(decay, (int, float)) or not 0.0 < decay < 1.0:
+        if not is_number(decay) or not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay!r}")
         if not isinstance(warmup, bool):
             raise ValueError(f"EMA warmup = {warmup!r}: expected true or false")
-        if sigma_rel is not None and (
-            isinstance(sigma_rel, bool) or not isinstance(sigma_rel, (int, float)) or not 0.0 < sigma_rel < 0.28
-        ):
+        if sigma_rel is not None and (not is_number(sigma_rel) or not 0.0 < sigma_rel < 0.28):
             raise ValueError(f"EMA sigma_rel = {sigma_rel!r}: expected a number in (0, 0.28) or null")
         for name, value, minimum in (
             ("update_every_n_steps", update_every_n_steps, 1),
             ("update_starting_at_step", update_starting_at_step, 0),
         ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            if not is_integer(value) or value < minimum:
                 raise ValueError(f"EMA {name} must be an integer >= {minimum}, got {value!r}")
         self.decay = float(decay)
         self.warmup = warmup

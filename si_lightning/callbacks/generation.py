@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 
 from si_lightning.callbacks.preemption import stop_if_preempted
+from si_lightning.checks import is_integer, is_number
 from si_lightning.condition import Condition
 from si_lightning.couplings import Batch, ClassLabels, Coupling
 from si_lightning.data.base import derived_seed, to_model_input
@@ -57,12 +58,6 @@ def check_samplers(samplers: dict[str, Sampler] | None) -> dict[str, Sampler]:
         if not isinstance(sampler, (ODESampler, SDESampler)):
             raise ValueError(f"sampler {name!r} must be an ODESampler or SDESampler; got {type(sampler).__name__}")
     return samplers
-
-
-def positive_count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
-    return value
 
 
 def rank_indices(count: int, rank: int, world_size: int) -> list[int]:
@@ -126,7 +121,7 @@ def check_labels(labels: LabelChoice, num_classes: int) -> LabelChoice:
             raise ValueError(f"labels = {labels!r}: expected {' or '.join(LABEL_CHOICES)} or a list of class labels")
     else:
         values = list(labels)
-        if not values or any(isinstance(v, bool) or not isinstance(v, int) for v in values):
+        if not values or any(not is_integer(v) for v in values):
             raise ValueError(f"labels = {labels!r}: expected a non-empty list of integer class labels")
         bad = [v for v in values if not 0 <= v < num_classes]
         if bad:
@@ -290,7 +285,7 @@ def check_guidance_scales(
     if not scales:
         raise ValueError("guidance_scales = []: expected at least one scale (or null for no guidance)")
     for scale in scales:
-        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))):
+        if scale is not None and not is_number(scale):
             raise ValueError(f"guidance_scales = {scales!r}: expected numbers")
         check_guidance(scale, num_classes_of(trainer))
         coupling = getattr(getattr(trainer, "datamodule", None), "coupling", None)

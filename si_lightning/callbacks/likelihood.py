@@ -36,11 +36,10 @@ from si_lightning.callbacks.generation import (
     evaluation_mode,
     gather_in_order,
     local_indices,
-    positive_count,
 )
 from si_lightning.callbacks.schedule import PeriodicEvaluation
+from si_lightning.checks import lookup, positive_count
 from si_lightning.metrics import metric_name
-from si_lightning.registry import lookup
 from si_lightning.sampling import DIVERGENCES, PROBES, ODESampler, bits_per_dim, log_likelihood
 
 

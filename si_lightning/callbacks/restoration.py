@@ -39,11 +39,11 @@ from si_lightning.callbacks.generation import (
     gather_in_order,
     is_data_dependent,
     local_indices,
-    positive_count,
     sample_from_inputs,
 )
 from si_lightning.callbacks.generation import held_out_data as load_held_out
 from si_lightning.callbacks.schedule import PeriodicEvaluation
+from si_lightning.checks import positive_count
 from si_lightning.couplings import Batch, ClassLabels, Coupling, Inpainting, SuperResolution
 from si_lightning.metrics import build_feature_extractor, extract_features, frechet_distance, metric_name
 from si_lightning.sampling import ODESampler, SDESampler

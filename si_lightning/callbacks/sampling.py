@@ -35,10 +35,10 @@ from si_lightning.callbacks.generation import (
     guided_name,
     local_indices,
     num_classes_of,
-    positive_count,
     sample_from_seeds,
 )
 from si_lightning.callbacks.schedule import PeriodicEvaluation
+from si_lightning.checks import positive_count
 from si_lightning.sampling import ODESampler, SDESampler
 from si_lightning.sampling.guidance import check_guidance_interval
 

@@ -26,6 +26,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 
 from si_lightning.callbacks.ema import EMA
+from si_lightning.checks import is_integer
 
 FAST_DEV_RUN_SAMPLES = 8  # samples (and points) per evaluation under fast_dev_run
 
@@ -34,7 +35,7 @@ def check_every_n_steps(every_n_steps: int | None) -> int | None:
     """None (no periodic evaluation) or a positive int."""
     if every_n_steps is None:
         return None
-    if isinstance(every_n_steps, bool) or not isinstance(every_n_steps, int) or every_n_steps < 1:
+    if not is_integer(every_n_steps) or every_n_steps < 1:
         raise ValueError(f"every_n_steps must be a positive integer or None; got {every_n_steps!r}")
     return every_n_steps
 

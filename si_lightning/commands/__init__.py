@@ -1,7 +1,8 @@
 """Subcommands of `si-lightning` beside LightningCLI's fit/validate/test.
 
 ``COMMANDS`` maps a subcommand name to the module that implements it; each such module has
-``main(arguments: list[str]) -> int`` returning the exit status (errors.EXIT_*).
+``main(arguments: list[str], debug: bool = False) -> int`` returning the exit status (errors.EXIT_*);
+``debug`` prints the traceback of a refused setting before its one line.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
     si-lightning evaluate --ckpt last.ckpt --sampler ode-heun-50 --num-samples 50000 --metrics fid,is
     si-lightning evaluate --samples samples/run --reference data/cifar10-train --metrics fid,kid
     si-lightning evaluate --ckpt last.ckpt --sweep --num-samples 10000   # FID versus NFE of a sampler grid
+    si-lightning evaluate -c evaluate.yaml                                # options from YAML (--print_config)
 
 Generated side: samples of the checkpoint from seeds 0 .. N-1 (the ``sample`` engine), or images
 from a folder / .npz / ``sample`` output (``--samples``). Real side: ``--reference`` images, or N
@@ -12,23 +13,23 @@ Writes ``{out}/evaluation.json`` (and ``sweep.csv``, ``sweep.png``) and prints a
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
+from jsonargparse.typing import PositiveInt
 
 from si_lightning.callbacks.fid import default_cache_directory
-from si_lightning.commands.arguments import CommandParser
+from si_lightning.commands.arguments import CommaList, CommandParser, comma_text, report_configuration_errors
 from si_lightning.commands.checkpoints import WEIGHTS, load_model
 from si_lightning.commands.checks import check_output_path, check_real_points, check_same_images
 from si_lightning.commands.inputs import build_datamodule, generate, read_images, run_config_path
 from si_lightning.commands.processes import ACCELERATORS, resolve_accelerator
 from si_lightning.commands.quality import IMAGE_METRICS, METRICS, RealSide, data_likelihood, image_metrics
-from si_lightning.commands.reporting import report_configuration_errors
-from si_lightning.commands.samplers import sampler_spec
+from si_lightning.commands.samplers import SamplerOption, sampler_spec
 from si_lightning.commands.seeds import choose_seeds
 from si_lightning.commands.sweep import run_sweep, sweep_grid, write_plot, write_table
 from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
@@ -43,51 +44,71 @@ SWEEP_NUMBERS = (
     ("--sde-scales", "diffusion scales", float, 0.0),
 )
 SWEEP_KINDS = {int: "integers", float: "numbers"}
+# Options given as comma-separated text or, in a config file, as a YAML list.
+LIST_OPTIONS = (
+    "seeds", "metrics", "ode_methods", "ode_steps", "sde_diffusions", "sde_scales", "sde_steps", "guidance_scales",
+)  # fmt: skip
 
 
 def comma_list(kind: type, text: str) -> list:
     return [kind(part) for part in text.split(",") if part.strip()]
 
 
-def parser() -> argparse.ArgumentParser:
-    parse = CommandParser(prog="si-lightning evaluate", description=__doc__.split("\n")[0])
+def parser() -> CommandParser:
+    parse = CommandParser.for_command(prog="si-lightning evaluate", description=__doc__.split("\n")[0])
     source = parse.add_argument_group("what to evaluate")
-    source.add_argument("--ckpt", help="checkpoint written by si-lightning fit")
-    source.add_argument("--samples", help="folder of images, .npz (arr_0 uint8 NHWC) or a sample output directory")
-    source.add_argument("--sampler", default="ode-heun-50", help="with --ckpt: preset name or YAML")
-    source.add_argument("--num-samples", type=int, help="with --ckpt: samples from seeds 0 .. N-1")
-    source.add_argument("--seeds", help="with --ckpt: seed list (0-49999, ...)")
-    source.add_argument("--guidance-scale", type=float, help="with --ckpt: classifier-free guidance scale")
+    source.add_argument("--ckpt", type=str | None, help="checkpoint written by si-lightning fit")
+    source.add_argument("--samples", type=str | None, help="folder of images, .npz (arr_0 uint8 NHWC) or sample output")
+    source.add_argument(
+        "--sampler", type=SamplerOption, default="ode-heun-50", help="with --ckpt: preset, YAML or class_path block"
+    )
+    source.add_argument("--num-samples", type=PositiveInt | None, help="with --ckpt: samples from seeds 0 .. N-1")
+    source.add_argument("--seeds", type=CommaList | None, help="with --ckpt: seed list (0-49999, ...)")
+    source.add_argument("--guidance-scale", type=float | None, help="with --ckpt: classifier-free guidance scale")
     source.add_argument("--weights", default="ema", choices=WEIGHTS)
-    source.add_argument("--batch-size", type=int, default=256)
+    source.add_argument("--batch-size", type=PositiveInt, default=256)
     source.add_argument("--accelerator", default="auto", choices=ACCELERATORS)
     real = parse.add_argument_group("the real side")
-    real.add_argument("--reference", help="folder of real images or .npz (instead of the run's data)")
-    real.add_argument("--data-config", help="config with the data section (default: the run's config.yaml)")
-    real.add_argument("--split", default="train", help="data split of the real points")
-    real.add_argument("--num-real", type=int, help="real points (default: as many as generated)")
+    real.add_argument("--reference", type=str | None, help="folder of real images or .npz (instead of the run's data)")
+    real.add_argument("--data-config", type=str | None, help="config with the data section (default: the run's)")
+    real.add_argument("--split", type=str, default="train", help="data split of the real points")
+    real.add_argument("--num-real", type=int | None, help="real points (default: as many as generated)")
     real.add_argument("--real-seed", type=int, default=0)
-    real.add_argument("--cache-dir", help="real-statistics cache (default ~/.cache/si_lightning/...)")
+    real.add_argument("--cache-dir", type=str | None, help="real-statistics cache (default ~/.cache/si_lightning/...)")
     metrics = parse.add_argument_group("metrics")
-    metrics.add_argument("--metrics", default="fid", help=f"comma-separated, of {','.join(METRICS)}")
-    metrics.add_argument("--extractor", default="inception", help=f"feature network: {', '.join(FEATURE_EXTRACTORS)}")
-    metrics.add_argument("--inception-weights", help="InceptionV3 weights file (never downloaded)")
+    metrics.add_argument("--metrics", type=CommaList, default="fid", help=f"comma-separated, of {','.join(METRICS)}")
+    metrics.add_argument("--extractor", type=str, default="inception", help=f"one of {', '.join(FEATURE_EXTRACTORS)}")
+    metrics.add_argument("--inception-weights", type=str | None, help="InceptionV3 weights file (never downloaded)")
     metrics.add_argument("--kid-subset-size", type=int, default=1000)
     metrics.add_argument("--nll-samples", type=int, default=128, help="data points of the likelihood")
-    metrics.add_argument("--nll-split", default="val")
-    metrics.add_argument("--nll-solver", default="dopri5", help="ODE preset for the likelihood (ode-rk4-20, ...)")
+    metrics.add_argument("--nll-split", type=str, default="val")
+    metrics.add_argument(
+        "--nll-solver", type=SamplerOption, default="dopri5", help="ODE preset, YAML file or class_path block"
+    )
     metrics.add_argument("--nll-divergence", default="exact", choices=sorted(DIVERGENCES))
     sweep = parse.add_argument_group("sweep (with --ckpt): FID versus NFE over a sampler grid")
     sweep.add_argument("--sweep", action="store_true")
-    sweep.add_argument("--ode-methods", default="euler,heun", help="comma-separated ODE methods ('' for none)")
-    sweep.add_argument("--ode-steps", default="5,10,20,50")
-    sweep.add_argument("--sde-diffusions", default="sbdm,sigma", help="comma-separated diffusion families")
-    sweep.add_argument("--sde-scales", default="1.0")
-    sweep.add_argument("--sde-steps", default="10,20,50")
-    sweep.add_argument("--guidance-scales", default="", help="comma-separated guidance scales (class-conditional)")
-    parse.add_argument("--out", default="evaluation", help="directory for evaluation.json, sweep.csv, sweep.png")
-    parse.add_argument("--debug", action="store_true")
+    sweep.add_argument("--ode-methods", type=CommaList, default="euler,heun", help="ODE methods ('' for none)")
+    sweep.add_argument("--ode-steps", type=CommaList, default="5,10,20,50")
+    sweep.add_argument("--sde-diffusions", type=CommaList, default="sbdm,sigma", help="diffusion families")
+    sweep.add_argument("--sde-scales", type=CommaList, default="1.0")
+    sweep.add_argument("--sde-steps", type=CommaList, default="10,20,50")
+    sweep.add_argument("--guidance-scales", type=CommaList, default="", help="guidance scales (class-conditional)")
+    parse.add_argument(
+        "--out", type=str, default="evaluation", help="directory for evaluation.json, sweep.csv, sweep.png"
+    )
     return parse
+
+
+def parse_options(arguments: list[str]) -> Namespace:
+    """The parsed options, each list option (``CommaList``) as its comma-separated text, samplers as mappings."""
+    options = parser().parse(arguments)
+    for name in LIST_OPTIONS:
+        options[name] = comma_text(options[name])
+    for name in ("sampler", "nll_solver"):  # a class_path block as the plain mapping evaluation.json records
+        if isinstance(options[name], Namespace):
+            options[name] = options[name].as_dict()
+    return options
 
 
 def check_metrics(text: str) -> list[str]:
@@ -98,7 +119,7 @@ def check_metrics(text: str) -> list[str]:
     return metrics
 
 
-def real_side(options: argparse.Namespace, count: int, datamodule: Any) -> RealSide:
+def real_side(options: Namespace, count: int, datamodule: Any) -> RealSide:
     if options.reference is not None:
         return RealSide(images=read_images(options.reference, "--reference"))
     if datamodule is None:
@@ -120,7 +141,7 @@ def default_cache_directory_or(path: str | None):
     return StatisticsCache(default_cache_directory() if path is None else path)
 
 
-def parse_sweep(options: argparse.Namespace) -> list:
+def parse_sweep(options: Namespace) -> list:
     for key, text, kind, smallest in SWEEP_NUMBERS:
         for value in comma_list(str, getattr(options, key[2:].replace("-", "_"))):
             try:
@@ -177,10 +198,8 @@ def summary_line(values: dict[str, float], details: dict[str, Any]) -> str:
     return f"{shown} ({', '.join([*about, details['source']])})"
 
 
-def check_numbers(options: argparse.Namespace, metrics: list[str]) -> None:
+def check_numbers(options: Namespace, metrics: list[str]) -> None:
     """The counts and sizes of the command line, before anything is loaded."""
-    if options.batch_size < 1:
-        raise ConfigurationError("--batch-size", options.batch_size, "an integer >= 1")
     if options.kid_subset_size < 2:
         raise ConfigurationError("--kid-subset-size", options.kid_subset_size, "an integer >= 2")
     if options.num_real is not None and options.num_real < 2:
@@ -192,7 +211,7 @@ def check_numbers(options: argparse.Namespace, metrics: list[str]) -> None:
 
 
 def run(arguments: list[str]) -> int:
-    options = parser().parse_args(arguments)
+    options = parse_options(arguments)
     metrics = check_metrics(options.metrics)
     if (options.ckpt is None) == (options.samples is None):
         raise ConfigurationError("--ckpt", options.ckpt, "exactly one of --ckpt (generate) or --samples (read)")
@@ -295,5 +314,5 @@ def run(arguments: list[str]) -> int:
     return EXIT_SUCCESS
 
 
-def main(arguments: list[str]) -> int:
-    return report_configuration_errors(run, arguments)
+def main(arguments: list[str], debug: bool = False) -> int:
+    return report_configuration_errors(run, arguments, debug)

@@ -3,6 +3,7 @@
     si-lightning sample --ckpt runs/digits/version_0/checkpoints/last.ckpt --sampler ode-heun-50 \\
         --seeds 0-49999 --out samples/digits-heun50 [--devices 8 | under torchrun] [--labels 3]
     si-lightning sample --ckpt runs/digits-superres/version_0/checkpoints/last.ckpt --inputs held-out/ --out ...
+    si-lightning sample -c sample.yaml [--seeds 0-99]   # options from YAML; --print_config writes such a file
 
 Sample i is drawn from its seed alone (base noise, SDE noise, default label seed mod K), so the
 samples do not depend on the batch size or on the number of processes (``--devices N`` spawns N
@@ -18,7 +19,6 @@ see ``si_lightning.commands.decoding``. A model trained with a data-dependent co
 
 from __future__ import annotations
 
-import argparse
 import functools
 import importlib.metadata
 import time
@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jsonargparse import Namespace
+from jsonargparse.typing import PositiveInt
 from tqdm import tqdm
 
 from si_lightning.callbacks.generation import batched, rank_indices, sample_with_labels
 from si_lightning.callbacks.tracking import git_state
-from si_lightning.commands.arguments import CommandParser
+from si_lightning.commands.arguments import CommaList, CommandParser, comma_text, report_configuration_errors
 from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
 from si_lightning.commands.checks import check_output_path
 from si_lightning.commands.conditioning import (
@@ -55,35 +57,38 @@ from si_lightning.commands.outputs import (
     write_shard,
 )
 from si_lightning.commands.processes import ACCELERATORS, Processes, run_on_processes
-from si_lightning.commands.reporting import report_configuration_errors
-from si_lightning.commands.samplers import SamplerSpec, sampler_spec
+from si_lightning.commands.samplers import SamplerOption, SamplerSpec, sampler_spec
 from si_lightning.commands.seeds import choose_seeds
 from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
 
 
-def parser() -> argparse.ArgumentParser:
-    parse = CommandParser(prog="si-lightning sample", description=__doc__.split("\n")[0])
-    parse.add_argument("--ckpt", required=True, help="checkpoint written by si-lightning fit")
-    parse.add_argument("--sampler", default="ode-heun-50", help="preset name (ode-heun-50, dopri5, ...) or YAML")
-    parse.add_argument("--num-samples", type=int, help="samples from seeds 0 .. N-1 (or give --seeds)")
-    parse.add_argument("--seeds", help="seed list: 0-49999, 0,5,9 or 0-9,100-109")
-    parse.add_argument("--labels", help="class labels cycled over the samples (e.g. 3 or 0,1,2); default seed mod K")
-    parse.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale w (class-conditional)")
-    parse.add_argument("--inputs", help="images a data-dependent coupling's model restores: a folder or an .npz")
-    parse.add_argument("--data-config", help="with --inputs: the run's config naming its coupling")
-    parse.add_argument("--decoder", help="latent models: AutoencoderKL folder, module:factory or none")
-    parse.add_argument("--scale", type=float, help="latent scale of a --decoder folder (default: recorded)")
-    parse.add_argument("--out", required=True, help="output directory")
-    parse.add_argument("--batch-size", type=int, default=64, help="samples per network call on each process")
-    parse.add_argument("--shard-size", type=int, default=1000, help="samples per shard file (the unit of resuming)")
-    parse.add_argument("--devices", type=int, default=1, help="processes to spawn (ignored under torchrun)")
+def parser() -> CommandParser:
+    parse = CommandParser.for_command(prog="si-lightning sample", description=__doc__.split("\n")[0])
+    parse.add_argument("--ckpt", type=str, required=True, help="checkpoint written by si-lightning fit")
+    parse.add_argument(
+        "--sampler",
+        type=SamplerOption,
+        default="ode-heun-50",
+        help="a preset name (ode-heun-50, dopri5, ...), a YAML file, or a class_path/init_args block",
+    )
+    parse.add_argument("--num-samples", type=PositiveInt | None, help="samples from seeds 0 .. N-1 (or --seeds)")
+    parse.add_argument("--seeds", type=CommaList | None, help="seed list: 0-49999, 0,5,9 or 0-9,100-109")
+    parse.add_argument("--labels", type=CommaList | None, help="class labels cycled over the samples (e.g. 3 or 0,1,2)")
+    parse.add_argument("--guidance-scale", type=float | None, help="classifier-free guidance scale w")
+    parse.add_argument("--inputs", type=str | None, help="images a data-dependent coupling's model restores")
+    parse.add_argument("--data-config", type=str | None, help="with --inputs: the run's config naming its coupling")
+    parse.add_argument("--decoder", type=str | None, help="latent models: AutoencoderKL folder, module:factory, none")
+    parse.add_argument("--scale", type=float | None, help="latent scale of a --decoder folder (default: recorded)")
+    parse.add_argument("--out", type=str, required=True, help="output directory")
+    parse.add_argument("--batch-size", type=PositiveInt, default=64, help="samples per network call on each process")
+    parse.add_argument("--shard-size", type=PositiveInt, default=1000, help="samples per shard file (resume unit)")
+    parse.add_argument("--devices", type=PositiveInt, default=1, help="processes to spawn (ignored under torchrun)")
     parse.add_argument("--accelerator", default="auto", choices=ACCELERATORS)
     parse.add_argument("--weights", default="ema", choices=WEIGHTS, help="EMA average (state_dict) or raw weights")
     parse.add_argument("--no-png", action="store_true", help="write samples.npz only")
     parse.add_argument("--keep-shards", action="store_true", help="keep the float32 shard files after assembling")
     parse.add_argument("--overwrite", action="store_true", help="replace another run's samples in --out")
     parse.add_argument("--quiet", action="store_true", help="no progress bar")
-    parse.add_argument("--debug", action="store_true", help="tracebacks with errors")
     return parse
 
 
@@ -174,21 +179,22 @@ def check_output_directory(out: Path, settings: dict[str, Any], overwrite: bool)
         )
 
 
-def make_plan(options: argparse.Namespace) -> SamplePlan:
-    """Check every argument and the checkpoint before any process starts or any file is written."""
-    for key, value in (("--batch-size", options.batch_size), ("--shard-size", options.shard_size)):
-        if value < 1:
-            raise ConfigurationError(key, value, "an integer >= 1")
+def make_plan(options: Namespace) -> SamplePlan:
+    """Check every argument and the checkpoint before any process starts or any file is written.
+
+    The parser has checked each value's type and range (``parser``); what depends on the checkpoint,
+    the files or another option is checked here.
+    """
     check_output_path(options.out)
     spec = sampler_spec(options.sampler)
     module = load_model(options.ckpt, options.weights)
     conditioning = conditioning_for(options, module, spec)  # None for a Gaussian base
     if conditioning is None:
-        seeds = choose_seeds(options.seeds, options.num_samples)
+        seeds = choose_seeds(comma_text(options.seeds), options.num_samples)
     else:
-        seeds = choose_input_seeds(options.seeds, options.num_samples, conditioning.images.count)
+        seeds = choose_input_seeds(comma_text(options.seeds), options.num_samples, conditioning.images.count)
     num_classes = int(getattr(module.backbone, "num_classes", 0) or 0)
-    labels = parse_labels(options.labels, num_classes, options.guidance_scale)
+    labels = parse_labels(comma_text(options.labels), num_classes, options.guidance_scale)
     data_shape = tuple(int(size) for size in module.backbone.data_shape)
     decoder = choose_decoder(options.decoder, options.scale, options.ckpt, data_shape)
     output_shape = decoded_shape(decoder, data_shape)
@@ -333,7 +339,7 @@ def remove_if_empty(directory: Path) -> None:
 
 
 def run(arguments: list[str]) -> int:
-    options = parser().parse_args(arguments)
+    options = parser().parse(arguments)
     plan = make_plan(options)
     record = read_record(Path(plan.out))
     if not plan.overwrite and record is not None and record.get("status") == "complete":
@@ -343,5 +349,5 @@ def run(arguments: list[str]) -> int:
     return EXIT_SUCCESS
 
 
-def main(arguments: list[str]) -> int:
-    return report_configuration_errors(run, arguments)
+def main(arguments: list[str], debug: bool = False) -> int:
+    return report_configuration_errors(run, arguments, debug)

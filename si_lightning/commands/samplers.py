@@ -2,7 +2,8 @@
 
 Preset names: ``ode-{euler,heun,rk4}-{steps}``, ``dopri5`` (atol = rtol = 1e-5), ``dopri5-{1e-3,1e-4}``,
 ``sde-{euler,heun}-{diffusion}-{steps}`` with a diffusion family of ``DIFFUSIONS`` at scale 1 and
-the mean last step. A YAML file states any ODESampler or SDESampler::
+the mean last step. A YAML file, or the ``sampler:`` block of a command's config file (``-c``),
+states any ODESampler or SDESampler::
 
     class_path: si_lightning.sampling.SDESampler
     init_args: {steps: 250, diffusion: sigma, scale: 0.5, last_step: tweedie}
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from jsonargparse import Namespace
 
 from si_lightning.errors import ConfigurationError
 from si_lightning.sampling import DIFFUSIONS, ODESampler, SDESampler
@@ -75,8 +77,23 @@ SAMPLER_PRESETS: dict[str, SamplerSpec] = {
 }
 
 
-def sampler_spec(value: str, key: str = "--sampler") -> SamplerSpec:
-    """The preset named ``value`` or the sampler stated in the YAML file ``value``."""
+# The type of a ``--sampler`` option: a preset name or YAML file (str), or a class_path/init_args block.
+SamplerOption = str | ODESampler | SDESampler
+
+
+def sampler_spec(value: str | dict | Namespace, key: str = "--sampler") -> SamplerSpec:
+    """The preset named ``value``, the sampler stated in the YAML file ``value``, or ``value`` itself as a
+    ``class_path``/``init_args`` block (a config file's ``sampler:`` block, parsed by jsonargparse into a
+    Namespace holding every init argument, or that block written inline on the command line)."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, str) and value.lstrip().startswith("{"):
+        try:
+            value = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigurationError(key, value, f"a YAML mapping ({error})".replace("\n", " ")) from None
+    if isinstance(value, dict):
+        return spec_from_mapping(value, key, value)
     if value in SAMPLER_PRESETS:
         return SAMPLER_PRESETS[value]
     path = Path(value)
@@ -87,11 +104,21 @@ def sampler_spec(value: str, key: str = "--sampler") -> SamplerSpec:
             content = yaml.safe_load(path.read_text())
         except yaml.YAMLError as error:
             raise ConfigurationError(key, value, f"a YAML file ({error})".replace("\n", " ")) from None
-        if not isinstance(content, dict) or "class_path" not in content:
-            expected = "a YAML mapping with class_path (ODESampler or SDESampler) and init_args"
-            raise ConfigurationError(key, value, expected)
-        spec = SamplerSpec(str(content["class_path"]), dict(content.get("init_args") or {}))
-        spec.build(key, value)  # refuse bad arguments now
-        return spec
+        return spec_from_mapping(content, key, value)
     examples = "ode-heun-50, ode-euler-100, dopri5, sde-euler-sigma-100, sde-euler-sbdm-250"
-    raise ConfigurationError(key, value, f"a sampler preset ({examples}, ...) or a YAML file with class_path/init_args")
+    raise ConfigurationError(
+        key, value, f"a sampler preset ({examples}, ...), a YAML file or a mapping with class_path/init_args"
+    )
+
+
+def spec_from_mapping(content: Any, key: str, value: Any) -> SamplerSpec:
+    """The sampler of a ``class_path``/``init_args`` mapping, built once to refuse bad arguments now."""
+    if not isinstance(content, dict) or "class_path" not in content:
+        expected = "a YAML mapping with class_path (ODESampler or SDESampler) and init_args"
+        raise ConfigurationError(key, value, expected)
+    unknown = sorted(set(content) - {"class_path", "init_args"})
+    if unknown or not isinstance(content.get("init_args") or {}, dict):
+        raise ConfigurationError(key, value, "a mapping of class_path and init_args (a mapping of arguments) only")
+    spec = SamplerSpec(str(content["class_path"]), dict(content.get("init_args") or {}))
+    spec.build(key, value)
+    return spec

@@ -18,12 +18,12 @@ data of a batch by an optimal-transport plan. Plain PyTorch (and scipy): no Ligh
 
 from __future__ import annotations
 
+from si_lightning.checks import lookup
 from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
 from si_lightning.couplings.images import UPSAMPLING_MODES, Inpainting, SuperResolution, mask_velocity
 from si_lightning.couplings.labels import ClassLabels
 from si_lightning.couplings.masks import MASKS, BoxMask, MaskGenerator, StrokeMask, TileMask, get_mask
 from si_lightning.couplings.transport import OT_METHODS, MinibatchOT
-from si_lightning.registry import lookup
 
 __all__ = [
     "COUPLINGS",

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from si_lightning.checks import is_integer
 from si_lightning.condition import Condition
 from si_lightning.couplings.base import Batch, Coupling, gaussian_log_prob, image_shape, noise
 from si_lightning.couplings.masks import MaskGenerator, TileMask
@@ -25,7 +26,7 @@ class SuperResolution(Coupling):
     """
 
     def __init__(self, factor: int = 4, sigma: float = 0.1, mode: str = "bilinear") -> None:
-        if isinstance(factor, bool) or not isinstance(factor, int) or factor < 2:
+        if not is_integer(factor) or factor < 2:
             raise ValueError(f"super-resolution factor must be an integer >= 2, got {factor!r}")
         if not sigma >= 0:
             raise ValueError(f"super-resolution sigma must be >= 0, got {sigma!r}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from si_lightning.checks import is_integer
 from si_lightning.condition import Condition
 from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
 
@@ -25,7 +26,7 @@ class ClassLabels(Coupling):
     def __init__(self, drop_probability: float = 0.1, num_classes: int = 10, inner: Coupling | None = None) -> None:
         if not 0.0 <= drop_probability <= 1.0:
             raise ValueError(f"label drop_probability must be in [0, 1], got {drop_probability!r}")
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        if not is_integer(num_classes) or num_classes < 1:
             raise ValueError(f"num_classes must be an integer >= 1, got {num_classes!r}")
         if isinstance(inner, ClassLabels):
             raise ValueError("ClassLabels cannot wrap another ClassLabels coupling; give one label source")

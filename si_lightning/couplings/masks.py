@@ -18,23 +18,23 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from si_lightning.registry import lookup
+from si_lightning.checks import is_integer, is_number, lookup
 
 
 def _probability(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+    if not is_number(value) or not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} = {value!r}: expected a probability in [0, 1]")
     return float(value)
 
 
 def _fraction(name: str, value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+    if not is_number(value) or not 0.0 < value <= 1.0:
         raise ValueError(f"{name} = {value!r}: expected a fraction of the image side in (0, 1]")
     return float(value)
 
 
 def _count(name: str, value: int, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_integer(value) or value < minimum:
         raise ValueError(f"{name} = {value!r}: expected an integer >= {minimum}")
     return value
 
@@ -64,7 +64,7 @@ class TileMask(MaskGenerator):
     """
 
     def __init__(self, tiles: int = 64, hide_probability: float = 0.3) -> None:
-        side = int(round(tiles**0.5)) if isinstance(tiles, int) and not isinstance(tiles, bool) and tiles > 0 else 0
+        side = int(round(tiles**0.5)) if is_integer(tiles) and tiles > 0 else 0
         if side * side != tiles:
             raise ValueError(f"tiles = {tiles!r}: expected a positive perfect square (64 = 8 x 8)")
         self.tiles = tiles

@@ -40,6 +40,7 @@ import torch.distributed as dist
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from si_lightning.checks import is_integer
 from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
 
 OT_METHODS = ("exact", "sinkhorn")
@@ -246,7 +247,7 @@ class MinibatchOT(Coupling):
             raise ValueError(f"MinibatchOT method = {method!r}: expected one of {', '.join(OT_METHODS)}")
         if not regularization > 0:
             raise ValueError(f"MinibatchOT regularization = {regularization!r}: expected a number > 0")
-        if isinstance(iterations, bool) or not isinstance(iterations, int) or iterations < 1:
+        if not is_integer(iterations) or iterations < 1:
             raise ValueError(f"MinibatchOT iterations = {iterations!r}: expected an integer >= 1")
         inner = IndependentCoupling() if inner is None else inner
         if not inner.gaussian_base or inner.cond_channels(1) != 0:

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from si_lightning.checks import is_integer
 from si_lightning.couplings import Batch, ClassLabels, Coupling, IndependentCoupling
 from si_lightning.data.datasets import fetch, keep_batch
 from si_lightning.data.order import GlobalOrderSampler, ResumableLoader
@@ -65,9 +66,9 @@ class CoupledDataModule(pl.LightningDataModule, ABC):
         self, batch_size: int, num_workers: int, seed: int, coupling: Coupling | None, device_invariant: bool = True
     ) -> None:
         super().__init__()
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+        if not is_integer(batch_size) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+        if not is_integer(num_workers) or num_workers < 0:
             raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
         if coupling is not None and not isinstance(coupling, Coupling):
             raise ValueError(f"coupling must be a Coupling, got {type(coupling).__name__}")

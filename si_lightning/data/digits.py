@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import Tensor
 
+from si_lightning.checks import is_integer
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
 from si_lightning.data.datasets import InMemoryDataset
@@ -56,7 +57,7 @@ class DigitsDataModule(CoupledDataModule):
         device_invariant: bool = True,
     ) -> None:
         super().__init__(batch_size, num_workers, seed, coupling, device_invariant)
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        if not is_integer(image_size) or image_size < 1:
             raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
         if resize_mode not in RESIZE_MODES:
             raise ValueError(f"unknown resize_mode {resize_mode!r}; expected one of: {', '.join(RESIZE_MODES)}")

@@ -17,12 +17,12 @@ import torchvision
 from torch import Tensor
 from torchvision import transforms
 
+from si_lightning.checks import is_integer, lookup
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
 from si_lightning.data.datasets import ImageFileDataset, InMemoryDataset
 from si_lightning.data.image_check import BAD_IMAGE_POLICIES, checked_samples
 from si_lightning.data.safe_pickle import load_numpy_pickle
-from si_lightning.registry import lookup
 
 
 def resize_images(images: Tensor, size: int, chunk: int = 4096) -> Tensor:
@@ -202,7 +202,7 @@ class ImageDataModule(CoupledDataModule):
             if self.source.native_size is None:
                 raise ValueError(f"{dataset} needs an image_size (its images have no common size), got None")
             image_size = self.source.native_size
-        if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 1:
+        if not is_integer(image_size) or image_size < 1:
             raise ValueError(f"image_size must be an integer >= 1, got {image_size!r}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from si_lightning.checks import is_number
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
 
@@ -180,7 +181,7 @@ class LatentDataModule(CoupledDataModule):
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
         if autoencoder is not None and (not isinstance(autoencoder, str) or not autoencoder.strip()):
             raise ValueError(f"autoencoder must be a local AutoencoderKL folder or module:factory, got {autoencoder!r}")
-        bad_scale = isinstance(autoencoder_scale, bool) or not isinstance(autoencoder_scale, (int, float, type(None)))
+        bad_scale = autoencoder_scale is not None and not is_number(autoencoder_scale)
         if bad_scale or (autoencoder_scale is not None and not autoencoder_scale > 0):
             raise ValueError(f"autoencoder_scale must be a number > 0 (or None), got {autoencoder_scale!r}")
         self.root = Path(root).expanduser()

@@ -15,11 +15,11 @@ import torch
 from torch import Tensor
 
 from si_lightning.analytic import GaussianMixture
+from si_lightning.checks import is_integer, lookup
 from si_lightning.couplings import Coupling
 from si_lightning.data.base import CoupledDataModule, derived_seed
 from si_lightning.data.datasets import InMemoryDataset
 from si_lightning.interpolants import Interpolant
-from si_lightning.registry import lookup
 
 Sample = tuple[Tensor, Tensor]
 
@@ -164,7 +164,7 @@ class ToyDataModule(CoupledDataModule):
     ) -> None:
         super().__init__(batch_size, num_workers, seed, coupling, device_invariant)
         for label, value in (("num_samples", num_samples), ("val_samples", val_samples)):
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            if not is_integer(value) or value <= 0:
                 raise ValueError(f"{label} must be a positive integer, got {value!r}")
         self.name, self.num_samples, self.val_samples = name, num_samples, val_samples
         self.distribution = lookup(TOYS, name, "toy")()
@@ -186,7 +186,7 @@ class ToyDataModule(CoupledDataModule):
 
     def real_samples(self, count: int, generator: torch.Generator | None = None, split: str = "train") -> Tensor:
         """``count`` fresh points of the distribution (count, 2): exact reference samples (``split`` unused)."""
-        if isinstance(count, bool) or not isinstance(count, int) or count <= 0:
+        if not is_integer(count) or count <= 0:
             raise ValueError(f"count must be a positive integer, got {count!r}")
         return self.draw(count, generator)[0]
 

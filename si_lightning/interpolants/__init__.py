@@ -1,8 +1,13 @@
 """Interpolants, their losses, time samplers and conversions: plain PyTorch, no Lightning."""
 
-from si_lightning.interpolants.broadcast import as_batch_time, broadcast_time
 from si_lightning.interpolants.gamma import GAMMAS, Gamma
-from si_lightning.interpolants.interpolant import Coefficients, Interpolant, InterpolantSample
+from si_lightning.interpolants.interpolant import (
+    Coefficients,
+    Interpolant,
+    InterpolantSample,
+    as_batch_time,
+    broadcast_time,
+)
 from si_lightning.interpolants.losses import get_prediction, interpolant_loss
 from si_lightning.interpolants.predictions import PREDICTIONS, Prediction, stack_fields
 from si_lightning.interpolants.schedules import SCHEDULES, Schedule

@@ -18,8 +18,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from si_lightning.interpolants.broadcast import broadcast_time
-from si_lightning.interpolants.interpolant import Interpolant
+from si_lightning.interpolants.interpolant import Interpolant, broadcast_time
 
 
 def _require_conversions(interpolant: Interpolant, what: str) -> None:

@@ -1,4 +1,8 @@
-"""The stochastic interpolant x_t = alpha x0 + beta x1 + gamma z (docs/math.md sections 0-2)."""
+"""The stochastic interpolant x_t = alpha x0 + beta x1 + gamma z (docs/math.md sections 0-2).
+
+``broadcast_time`` is the one place where a per-sample time (batch,) meets data of any shape
+(batch, ...): every coefficient multiplies data through it.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,33 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from si_lightning.interpolants.broadcast import broadcast_time
+from si_lightning.checks import lookup
 from si_lightning.interpolants.gamma import GAMMAS, Gamma
 from si_lightning.interpolants.schedules import SCHEDULES, Schedule
-from si_lightning.registry import lookup
+
+
+def broadcast_time(value: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample value of shape (batch,) to (batch, 1, ..., 1) so it multiplies ``x``.
+
+    Broadcasting a (batch,) tensor directly against (batch, C, H, W) data would pair it with the
+    last axis (silently wrong when W == batch), so every coefficient goes through here.
+    """
+    if value.dim() != 1 or value.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"expected a per-sample tensor of shape ({x.shape[0]},) for data of shape {tuple(x.shape)}, "
+            f"got shape {tuple(value.shape)}"
+        )
+    return value.reshape(value.shape[0], *([1] * (x.dim() - 1)))
+
+
+def as_batch_time(t: Tensor | float, batch_size: int, like: Tensor) -> Tensor:
+    """Turn a scalar or (batch,) time into a (batch,) tensor with ``like``'s dtype and device."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    if t.dim() == 0:
+        return t.expand(batch_size)
+    if t.shape != (batch_size,):
+        raise ValueError(f"expected t of shape ({batch_size},) or a scalar, got shape {tuple(t.shape)}")
+    return t
 
 
 @dataclass(frozen=True)

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 from torch import Tensor
 
+from si_lightning.checks import lookup
 from si_lightning.interpolants.interpolant import Interpolant
 from si_lightning.interpolants.predictions import PREDICTIONS, Prediction
-from si_lightning.registry import lookup
 
 Network = Callable[[Tensor, Tensor], Tensor]  # (x_t (batch, ...), t (batch,)) -> prediction
 

@@ -13,8 +13,7 @@ import torch
 from torch import Tensor
 
 from si_lightning.interpolants import conversions
-from si_lightning.interpolants.broadcast import broadcast_time
-from si_lightning.interpolants.interpolant import Interpolant, InterpolantSample
+from si_lightning.interpolants.interpolant import Interpolant, InterpolantSample, broadcast_time
 
 
 def mean_square(error: Tensor) -> Tensor:

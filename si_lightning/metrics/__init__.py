@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from si_lightning.checks import lookup
 from si_lightning.metrics.digits import DigitsClassifier, DigitsFeatureExtractor, load_digits_classifier
 from si_lightning.metrics.distances import FrechetDistance, KernelDistance, kernel_distance
 from si_lightning.metrics.feature_extractor import FeatureExtractor, extract_features
@@ -32,7 +33,6 @@ from si_lightning.metrics.inception import InceptionFeatureExtractor, inception_
 from si_lightning.metrics.naming import metric_logs, metric_name
 from si_lightning.metrics.quantize import as_uint8_images, quantize_to_uint8
 from si_lightning.metrics.statistics import FeatureStatistics, StatisticsCache, StatisticsKey
-from si_lightning.registry import lookup
 
 FEATURE_EXTRACTORS: dict[str, type[FeatureExtractor]] = {
     "inception": InceptionFeatureExtractor,

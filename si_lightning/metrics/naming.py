@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from si_lightning.checks import is_integer
+
 STANDARD_EXTRACTOR = "inception"
 
 
@@ -20,7 +22,7 @@ def metric_name(metric: str, sampler: str, num_samples: int, extractor: str = ST
     for label, value in (("metric", metric), ("sampler", sampler), ("extractor", extractor)):
         if not isinstance(value, str) or not value or "/" in value:
             raise ValueError(f"{label} must be a non-empty string without '/'; got {value!r}")
-    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
+    if not is_integer(num_samples) or num_samples < 2:
         raise ValueError(f"num_samples must be an integer >= 2; got {num_samples!r}")
     qualified = metric if extractor == STANDARD_EXTRACTOR else f"{metric}-{extractor}"
     return f"{qualified}/{sampler}/n{num_samples}"

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from si_lightning.checks import is_integer
 from si_lightning.files import write_atomically
 from si_lightning.metrics.frechet import feature_mean_and_covariance
 
@@ -43,7 +44,7 @@ class StatisticsKey:
             value = getattr(self, field)
             if not isinstance(value, str) or not value:
                 raise ValueError(f"StatisticsKey.{field} must be a non-empty string; got {value!r}")
-        if isinstance(self.num_samples, bool) or not isinstance(self.num_samples, int) or self.num_samples < 2:
+        if not is_integer(self.num_samples) or self.num_samples < 2:
             raise ValueError(f"StatisticsKey.num_samples must be an integer >= 2; got {self.num_samples!r}")
 
     def digest(self) -> str:

@@ -1,6 +1,6 @@
 """Backbones: plain nn.Modules with forward(x, t, cond=None) -> prediction. No Lightning.
 
-BACKBONES maps a name to its class for by-name choice through ``si_lightning.registry.lookup``.
+BACKBONES maps a name to its class for by-name choice through ``si_lightning.checks.lookup``.
 """
 
 from si_lightning.nn.attention import SelfAttention

@@ -12,11 +12,11 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from si_lightning.checks import lookup
 from si_lightning.condition import Condition
 from si_lightning.nn.attention import SelfAttention
 from si_lightning.nn.backbone import Backbone
 from si_lightning.nn.embeddings import LabelEmbedding, TimeEmbedding
-from si_lightning.registry import lookup
 
 
 @dataclass(frozen=True)

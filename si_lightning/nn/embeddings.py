@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from si_lightning.registry import lookup
+from si_lightning.checks import lookup
 
 
 def feature_dtype(t: Tensor) -> torch.dtype:

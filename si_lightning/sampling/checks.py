@@ -13,27 +13,6 @@ if TYPE_CHECKING:
     from si_lightning.sampling.fields import Fields
 
 
-def positive_int(name: str, value: object) -> int:
-    """``value`` as an int >= 1 (bools rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
-    return value
-
-
-def positive_float(name: str, value: object) -> float:
-    """``value`` as a finite float > 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def non_negative_float(name: str, value: object) -> float:
-    """``value`` as a finite float >= 0."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
-    return float(value)
-
-
 def check_interval_argument(interval: object) -> tuple[float, float] | None:
     """A user-given (t_start, t_end) with t_start < t_end, or None (the fields' valid interval)."""
     if interval is None:

@@ -23,9 +23,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from si_lightning.checks import positive_int
 from si_lightning.condition import Condition
 from si_lightning.interpolants import Interpolant
-from si_lightning.sampling.checks import batch_time, check_data, positive_int, resolve_interval
+from si_lightning.sampling.checks import batch_time, check_data, resolve_interval
 from si_lightning.sampling.fields import Fields, as_fields
 from si_lightning.sampling.grids import CosineGrid, IncreasingTimeGrid
 

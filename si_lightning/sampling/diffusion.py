@@ -26,8 +26,8 @@ import numpy
 import torch
 from torch import Tensor
 
+from si_lightning.checks import non_negative_float
 from si_lightning.interpolants import Interpolant
-from si_lightning.sampling.checks import non_negative_float
 
 
 class Diffusion(ABC):

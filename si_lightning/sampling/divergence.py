@@ -12,8 +12,7 @@ from abc import ABC, abstractmethod
 import torch
 from torch import Tensor
 
-from si_lightning.registry import lookup
-from si_lightning.sampling.checks import positive_int
+from si_lightning.checks import lookup, positive_int
 from si_lightning.sampling.seeds import NoiseSource
 
 

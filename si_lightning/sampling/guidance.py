@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from si_lightning.checks import is_integer, is_number
 from si_lightning.condition import Condition
 from si_lightning.sampling.fields import Fields, FieldsWrapper, as_fields
 
@@ -29,11 +30,7 @@ def check_guidance_interval(interval: Sequence[float] | None) -> tuple[float, fl
     if interval is None:
         return None
     values = tuple(interval)
-    if (
-        len(values) != 2
-        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        or not 0.0 <= values[0] <= values[1] <= 1.0
-    ):
+    if len(values) != 2 or not all(is_number(v) for v in values) or not 0.0 <= values[0] <= values[1] <= 1.0:
         raise ValueError(f"guidance_interval = {interval!r}: expected [t_low, t_high] with 0 <= t_low <= t_high <= 1")
     return float(values[0]), float(values[1])
 
@@ -51,11 +48,11 @@ class GuidedFields(FieldsWrapper):
     def __init__(
         self, fields: Fields, guidance_scale: float, null_label: int, interval: Sequence[float] | None = None
     ) -> None:
-        if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, (int, float)):
+        if not is_number(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
         if not math.isfinite(guidance_scale):
             raise ValueError(f"guidance_scale must be a finite number, got {guidance_scale!r}")
-        if isinstance(null_label, bool) or not isinstance(null_label, int) or null_label < 0:
+        if not is_integer(null_label) or null_label < 0:
             raise ValueError(f"null_label must be an int >= 0 (the number of classes), got {null_label!r}")
         super().__init__(as_fields(fields))
         self.guidance_scale = float(guidance_scale)

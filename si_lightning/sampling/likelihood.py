@@ -21,14 +21,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from si_lightning.checks import lookup, positive_int
 from si_lightning.condition import Condition
-from si_lightning.registry import lookup
 from si_lightning.sampling.checks import (
     batch_time,
     check_condition,
     check_data,
     check_interval_argument,
-    positive_int,
     resolve_interval,
 )
 from si_lightning.sampling.diffusion import DIFFUSIONS

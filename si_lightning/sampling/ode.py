@@ -11,16 +11,14 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
+from si_lightning.checks import lookup, positive_float, positive_int
 from si_lightning.condition import Condition
 from si_lightning.interpolants import Interpolant
-from si_lightning.registry import lookup
 from si_lightning.sampling.checks import (
     batch_time,
     check_condition,
     check_data,
     check_interval_argument,
-    positive_float,
-    positive_int,
     resolve_interval,
 )
 from si_lightning.sampling.fields import CountedFields, Fields, as_fields

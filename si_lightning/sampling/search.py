@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from si_lightning.checks import is_integer, lookup, non_negative_float, positive_float, positive_int
 from si_lightning.interpolants import conversions
-from si_lightning.registry import lookup
-from si_lightning.sampling.checks import batch_time, non_negative_float, positive_float, positive_int, resolve_interval
+from si_lightning.sampling.checks import batch_time, resolve_interval
 from si_lightning.sampling.diffusion import DIFFUSIONS
 from si_lightning.sampling.fields import as_fields
 from si_lightning.sampling.grids import GRIDS, TimeGrid
@@ -61,7 +61,7 @@ def _check_seeds(seeds: Sequence[int] | Tensor) -> list[int]:
     if not values:
         raise ValueError("seeds must not be empty: one seed per output sample")
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_integer(value) or value < 0:
             raise ValueError(f"seeds must be ints >= 0, got {value!r}")
     return values
 
@@ -138,7 +138,7 @@ class Search(ABC):
     ) -> SearchResult:
         """One searched sample per seed, of shape (len(seeds), *shape), spending at most ``budget`` NFE each."""
         seeds = _check_seeds(seeds)
-        if isinstance(budget, bool) or not isinstance(budget, int) or budget < self.path_nfe:
+        if not is_integer(budget) or budget < self.path_nfe:
             raise ValueError(
                 f"budget must be an int >= {self.path_nfe} evaluations per sample (one path of {self.steps} steps "
                 f"costs {self.path_nfe}), got {budget!r}"

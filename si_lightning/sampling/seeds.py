@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from si_lightning.checks import is_integer
+
 # Stream index per use of a seed; the generator seed is seed * len(STREAMS) + index (injective).
 STREAMS: dict[str, int] = {"base": 0, "sde": 1, "probe": 2}
 
@@ -31,7 +33,7 @@ def stream_seed(seed: int, stream: str) -> int:
 def _check_seeds(seeds: Seeds) -> list[int]:
     values = seeds.tolist() if isinstance(seeds, Tensor) else list(seeds)
     for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_integer(value) or value < 0:
             raise ValueError(f"seeds must be ints >= 0, got {value!r}")
     return values
 

@@ -2,35 +2,21 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.integration.executable import TRAINING_ONLY, ema_and_checkpoints, environment, training_overlay
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 EXECUTABLE = Path(sys.executable).parent / "si-lightning"
 
-# EMA and a checkpoint only: the evaluation callbacks of the digits config are left out (cheap).
-CALLBACKS_OVERLAY = """\
-trainer:
-  callbacks:
-    - class_path: si_lightning.callbacks.EMA
-      init_args:
-        decay: 0.9
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args:
-        save_last: true
-"""
-
 
 def command_environment() -> dict[str, str]:
-    """The checkout on PYTHONPATH, one thread per process (2 shared cores), no network."""
-    environment = dict(os.environ)
-    environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPOSITORY), environment.get("PYTHONPATH")]))
-    environment.update({"OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"})
-    return environment
+    """The checkout on PYTHONPATH, one thread per process (2 shared cores), no network (``environment``)."""
+    return environment()
 
 
 def run_command(arguments: list[str], timeout: float = 240, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -47,8 +33,8 @@ def run_command(arguments: list[str], timeout: float = 240, cwd: Path | None = N
 
 def fit_checkpoint(directory: Path, config: str, steps: int) -> Path:
     """last.ckpt of ``steps`` optimiser steps of configs/experiments/``config`` (EMA, no evaluation callbacks)."""
-    overlay = directory / "callbacks.yaml"
-    overlay.write_text(CALLBACKS_OVERLAY)
+    # EMA and a checkpoint only: the evaluation callbacks of the digits config are left out (cheap).
+    overlay = training_overlay(directory / "callbacks.yaml", ema_and_checkpoints(save_last=True), TRAINING_ONLY)
     completed = run_command(
         [
             "fit",
@@ -58,10 +44,6 @@ def fit_checkpoint(directory: Path, config: str, steps: int) -> Path:
             str(overlay),
             "--trainer.max_steps",
             str(steps),
-            "--trainer.limit_val_batches",
-            "0",
-            "--trainer.enable_progress_bar",
-            "false",
             "--trainer.logger.init_args.save_dir",
             str(directory / "runs"),
             "--trainer.default_root_dir",

@@ -10,42 +10,51 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
+import yaml
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 EXECUTABLE = Path(sys.executable).parent / "si-lightning"
 TORCHRUN = Path(sys.executable).parent / "torchrun"
 DIGITS = REPOSITORY / "configs" / "experiments" / "digits.yaml"
 
-# The digits experiment without its evaluations: EMA and a checkpoint every 10 steps, a loss per step.
-TRAINING_ONLY = """
-trainer:
-  logger:
-    class_path: si_lightning.loggers.CSVLogger
-    init_args:
-      save_dir: {root}
-      name: digits
-  log_every_n_steps: 1
-  limit_val_batches: 0
-  enable_progress_bar: false
-  callbacks:
-    - class_path: si_lightning.callbacks.EMA
-      init_args:
-        decay: 0.9
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args:
-        save_last: true
-        save_top_k: -1
-        every_n_train_steps: {every}
-"""
+EMA = {"class_path": "si_lightning.callbacks.EMA"}
+
+
+def checkpoints(**init_args: Any) -> dict[str, Any]:
+    """A ModelCheckpoint callback block with ``init_args``."""
+    return {"class_path": "lightning.pytorch.callbacks.ModelCheckpoint", "init_args": init_args}
+
+
+# The trainer settings of a run that only trains: no validation batches, no progress bar.
+TRAINING_ONLY = {"limit_val_batches": 0, "enable_progress_bar": False}
+
+
+def csv_logger(root: Path, name: str = "digits", class_path: str = "si_lightning.loggers.CSVLogger") -> dict[str, Any]:
+    """A CSV logger block writing under ``root/name``."""
+    return {"class_path": class_path, "init_args": {"save_dir": str(root), "name": name}}
+
+
+def training_overlay(path: Path, callbacks: list[dict[str, Any]], trainer: dict[str, Any], **sections: Any) -> Path:
+    """Write an overlay (a ``-c`` file after an experiment's config) whose ``callbacks`` replace the
+    experiment's evaluations; ``trainer`` adds trainer settings, ``sections`` (``model``, ``data``) others."""
+    path.write_text(yaml.safe_dump({"trainer": {**trainer, "callbacks": callbacks}, **sections}, sort_keys=False))
+    return path
+
+
+def ema_and_checkpoints(decay: float | None = 0.9, **checkpoint: Any) -> list[dict[str, Any]]:
+    """EMA (``decay``; None: its default) and a ModelCheckpoint with ``checkpoint`` as its init_args."""
+    ema = EMA if decay is None else {**EMA, "init_args": {"decay": decay}}
+    return [ema, checkpoints(**checkpoint)]
 
 
 def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The caller's environment with one thread per process (two ranks share the 2 cores of CI), no
-    launcher or SLURM variables of its own, and ``extra``."""
-    values = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY)}
+    """The caller's environment with this checkout on PYTHONPATH, one thread per process (two ranks share
+    the 2 cores of CI), W&B disabled, no launcher or SLURM variables of its own, and ``extra``."""
+    values = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPOSITORY), "WANDB_MODE": "disabled"}
     for name in [*values]:
         if name in ("LOCAL_RANK", "RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT") or name.startswith("SLURM_"):
             values.pop(name)
@@ -53,9 +62,10 @@ def environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 def training_config(directory: Path, root: Path, every: int = 10) -> Path:
-    path = directory / "training-only.yaml"
-    path.write_text(TRAINING_ONLY.format(root=root, every=every))
-    return path
+    """The digits experiment without its evaluations: EMA and a checkpoint every ``every`` steps, a loss per step."""
+    callbacks = ema_and_checkpoints(save_last=True, save_top_k=-1, every_n_train_steps=every)
+    trainer = {"logger": csv_logger(root), "log_every_n_steps": 1, **TRAINING_ONLY}
+    return training_overlay(directory / "training-only.yaml", callbacks, trainer)
 
 
 def digits_arguments(config: Path, steps: int, batch_size: int = 64, *extra: str) -> list[str]:

@@ -19,69 +19,50 @@ import torch
 from PIL import Image
 
 from si_lightning.callbacks.guard import CHECKED_CHECKPOINT_ENTRIES, named_floating_tensors
+from tests.integration.executable import (
+    DIGITS,
+    EXECUTABLE,
+    csv_logger,
+    ema_and_checkpoints,
+    environment,
+    training_overlay,
+)
 
-REPOSITORY = Path(__file__).resolve().parents[2]
-EXECUTABLE = Path(sys.executable).parent / "si-lightning"
-DIGITS = REPOSITORY / "configs" / "experiments" / "digits.yaml"
 LINE = re.compile(
     r"non-finite (?P<what>loss|gradient of \S+) at global step (?P<step>\d+) "
     r"\(batch (?P<batch>\d+), t in \[(?P<low>[\d.]+), (?P<high>[\d.]+)\]\); "
     r"the last finite checkpoint is (?P<last>\S+)( \(rerun with --debug for the traceback\))?$"
 )
 
-OVERLAY = """\
-trainer:
-  accelerator: cpu
-  max_steps: {max_steps}
-  enable_progress_bar: false
-  enable_model_summary: false
-  num_sanity_val_steps: 0
-  log_every_n_steps: 1
-  default_root_dir: {root}
-  logger:
-    class_path: lightning.pytorch.loggers.CSVLogger
-    init_args:
-      save_dir: {root}
-      name: faults
-  callbacks:
-    - class_path: si_lightning.callbacks.EMA
-      init_args:
-        decay: 0.9
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args:
-        every_n_train_steps: 1
-        save_top_k: 1
-        save_last: true
-{extra_callbacks}
-model:
-  backbone:
-    init_args:
-      model_channels: 8
-      norm_groups: 4
-data:
-  init_args:
-    batch_size: 16
-"""
-SKIP_GUARD = """\
-    - class_path: si_lightning.callbacks.NonFiniteGuard
-      init_args:
-        action: skip
-"""
+SKIP_GUARD = {"class_path": "si_lightning.callbacks.NonFiniteGuard", "init_args": {"action": "skip"}}
 
 
-def overlay(tmp_path: Path, max_steps: int, extra_callbacks: str = "") -> Path:
-    path = tmp_path / "overlay.yaml"
-    path.write_text(OVERLAY.format(max_steps=max_steps, root=tmp_path / "runs", extra_callbacks=extra_callbacks))
-    return path
+def overlay(tmp_path: Path, max_steps: int, *extra_callbacks: dict) -> Path:
+    """A small digits UNet on the CPU, EMA and a checkpoint every step (the last one kept), a loss per step."""
+    root = tmp_path / "runs"
+    trainer = {
+        "accelerator": "cpu",
+        "max_steps": max_steps,
+        "enable_progress_bar": False,
+        "enable_model_summary": False,
+        "num_sanity_val_steps": 0,
+        "log_every_n_steps": 1,
+        "default_root_dir": str(root),
+        "logger": csv_logger(root, "faults", "lightning.pytorch.loggers.CSVLogger"),
+    }
+    callbacks = [*ema_and_checkpoints(every_n_train_steps=1, save_top_k=1, save_last=True), *extra_callbacks]
+    model = {"backbone": {"init_args": {"model_channels": 8, "norm_groups": 4}}}
+    return training_overlay(
+        tmp_path / "overlay.yaml", callbacks, trainer, model=model, data={"init_args": {"batch_size": 16}}
+    )
 
 
 def run_cli(arguments: list[str], cwd: Path, umask: int = 0o022, timeout: float = 1200) -> subprocess.CompletedProcess:
     # One thread: on a shared CPU, idle OpenMP workers spinning would count as CPU time of the run.
-    environment = dict(os.environ, PYTHONPATH=str(REPOSITORY), XDG_CACHE_HOME=str(cwd / "cache"), OMP_NUM_THREADS="1")
     return subprocess.run(
         [str(EXECUTABLE), *arguments],
         cwd=cwd,
-        env=environment,
+        env=environment({"XDG_CACHE_HOME": str(cwd / "cache")}),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -194,11 +175,10 @@ def test_kill_during_checkpoint_writes_leaves_a_last_checkpoint_that_loads(tmp_p
     tmpdir.mkdir()
     try:
         arguments = ["-c", str(DIGITS), "-c", str(overlay(tmp_path, 100000)), "--trainer.logger", "false"]
-        environment = dict(os.environ, PYTHONPATH=str(REPOSITORY), TMPDIR=str(tmpdir), OMP_NUM_THREADS="1")
         script = Path(__file__).with_name("kill_during_checkpoints.py")
         result = subprocess.run(
             [sys.executable, str(script), str(tmp_path / "kills"), "--tries", "20", "--", *arguments],
-            env=environment,
+            env=environment({"TMPDIR": str(tmpdir)}),
             capture_output=True,
             text=True,
             timeout=1100,

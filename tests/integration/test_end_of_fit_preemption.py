@@ -17,65 +17,42 @@ import pytest
 
 from tests.integration.executable import (
     EXECUTABLE,
+    TRAINING_ONLY,
+    csv_logger,
     digits_arguments,
+    ema_and_checkpoints,
     finish,
     last_line,
     load,
     run,
     start,
+    training_overlay,
     wait_for,
 )
 
 STEPS = 3
 
-# EMA, a checkpoint at the last step, then a long sample grid (8 batches x 49 calls) and a small FID at the end.
-END_OF_FIT_EVALUATIONS = """
-trainer:
-  logger:
-    class_path: si_lightning.loggers.CSVLogger
-    init_args:
-      save_dir: {root}
-      name: digits
-  limit_val_batches: 0
-  enable_progress_bar: false
-  callbacks:
-    - class_path: si_lightning.callbacks.EMA
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args:
-        save_last: true
-        every_n_train_steps: {steps}
-    - class_path: si_lightning.callbacks.SamplingCallback
-      init_args:
-        num_samples: 512
-        batch_size: 64
-        every_n_steps: null
-        samplers:
-          ode-heun:
-            class_path: si_lightning.sampling.ODESampler
-            init_args:
-              method: heun
-              steps: 25
-    - class_path: si_lightning.callbacks.FIDCallback
-      init_args:
-        num_samples: 64
-        batch_size: 64
-        every_n_steps: null
-        extractor: digits
-        cache_dir: {cache}
-        samplers:
-          ode-euler:
-            class_path: si_lightning.sampling.ODESampler
-            init_args:
-              method: euler
-              steps: 2
-"""
+
+def end_of_fit_evaluations(cache: Path) -> list[dict]:
+    """A long sample grid (8 batches x 49 calls) and a small FID, both only at the end of fit."""
+    euler = {"class_path": "si_lightning.sampling.ODESampler", "init_args": {"method": "euler", "steps": 2}}
+    heun = {"class_path": "si_lightning.sampling.ODESampler", "init_args": {"method": "heun", "steps": 25}}
+    sampling = {"num_samples": 512, "batch_size": 64, "every_n_steps": None, "samplers": {"ode-heun": heun}}
+    fid = {"num_samples": 64, "batch_size": 64, "every_n_steps": None, "extractor": "digits", "cache_dir": str(cache)}
+    return [
+        {"class_path": "si_lightning.callbacks.SamplingCallback", "init_args": sampling},
+        {"class_path": "si_lightning.callbacks.FIDCallback", "init_args": {**fid, "samplers": {"ode-euler": euler}}},
+    ]
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_sigterm_during_the_end_of_fit_evaluation_is_completed_by_ckpt_path_last(tmp_path: Path) -> None:
-    config = tmp_path / "end-of-fit.yaml"
-    config.write_text(END_OF_FIT_EVALUATIONS.format(root=tmp_path / "runs", cache=tmp_path / "cache", steps=STEPS))
+    # EMA, a checkpoint at the last step, then the end-of-fit evaluations.
+    callbacks = ema_and_checkpoints(None, save_last=True, every_n_train_steps=STEPS)
+    callbacks += end_of_fit_evaluations(tmp_path / "cache")
+    trainer = {"logger": csv_logger(tmp_path / "runs"), **TRAINING_ONLY}
+    config = training_overlay(tmp_path / "end-of-fit.yaml", callbacks, trainer)
     command = [str(EXECUTABLE), *digits_arguments(config, STEPS), "--ckpt_path", "last"]
     process = start(command, tmp_path)
     version = tmp_path / "runs" / "digits" / "version_0"

@@ -20,8 +20,11 @@ import torch
 
 from si_lightning.module import InterpolantModule
 from tests.integration.executable import (
+    EMA,
     EXECUTABLE,
     TORCHRUN,
+    TRAINING_ONLY,
+    csv_logger,
     digits_arguments,
     finish,
     last_line,
@@ -30,6 +33,7 @@ from tests.integration.executable import (
     run,
     start,
     training_config,
+    training_overlay,
     wait_for,
 )
 
@@ -216,38 +220,27 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues_the_job(tmp_path):
     assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "4242"]
 
 
-LONG_EVALUATION = """
-trainer:
-  logger:
-    class_path: si_lightning.loggers.CSVLogger
-    init_args:
-      save_dir: {root}
-      name: digits
-  limit_val_batches: 0
-  enable_progress_bar: false
-  callbacks:
-    - class_path: si_lightning.callbacks.EMA
-    - class_path: si_lightning.callbacks.SamplingCallback
-      init_args:
-        num_samples: 1024
-        batch_size: 64
-        every_n_steps: 2
-        at_end: false
-        samplers:
-          ode-heun:
-            class_path: si_lightning.sampling.ODESampler
-            init_args:
-              method: heun
-              steps: 25
-"""
+# A sample grid of 16 batches x 49 network calls at step 2.
+LONG_SAMPLING = {
+    "class_path": "si_lightning.callbacks.SamplingCallback",
+    "init_args": {
+        "num_samples": 1024,
+        "batch_size": 64,
+        "every_n_steps": 2,
+        "at_end": False,
+        "samplers": {
+            "ode-heun": {"class_path": "si_lightning.sampling.ODESampler", "init_args": {"method": "heun", "steps": 25}}
+        },
+    },
+}
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigterm_stops_a_long_evaluation_at_its_next_batch_and_the_resume_runs_it(tmp_path):
     """An evaluation of 16 batches x 49 network calls is cut at a batch boundary; resumed, it runs in full."""
-    config = tmp_path / "long-evaluation.yaml"
-    config.write_text(LONG_EVALUATION.format(root=tmp_path / "runs"))
+    trainer = {"logger": csv_logger(tmp_path / "runs"), **TRAINING_ONLY}
+    config = training_overlay(tmp_path / "long-evaluation.yaml", [EMA, LONG_SAMPLING], trainer)
     command = [str(EXECUTABLE), *digits_arguments(config, 3)]
     process = start(command, tmp_path)
     version = tmp_path / "runs" / "digits" / "version_0"

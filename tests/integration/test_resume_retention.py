@@ -12,32 +12,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.executable import EXECUTABLE, digits_arguments, load, run
-
-KEEP_ONE = """
-trainer:
-  logger:
-    class_path: si_lightning.loggers.CSVLogger
-    init_args:
-      save_dir: {root}
-      name: digits
-  limit_val_batches: 0
-  enable_progress_bar: false
-  callbacks:
-    - class_path: si_lightning.callbacks.EMA
-    - class_path: lightning.pytorch.callbacks.ModelCheckpoint
-      init_args:
-        save_last: true
-        save_top_k: 1
-        every_n_train_steps: 10
-"""
+from tests.integration.executable import (
+    EXECUTABLE,
+    TRAINING_ONLY,
+    csv_logger,
+    digits_arguments,
+    ema_and_checkpoints,
+    load,
+    run,
+    training_overlay,
+)
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_a_resumed_run_keeps_only_the_checkpoints_an_uninterrupted_run_keeps(tmp_path: Path) -> None:
-    config = tmp_path / "keep-one.yaml"
-    config.write_text(KEEP_ONE.format(root=tmp_path / "runs"))
+    callbacks = ema_and_checkpoints(None, save_last=True, save_top_k=1, every_n_train_steps=10)
+    trainer = {"logger": csv_logger(tmp_path / "runs"), **TRAINING_ONLY}
+    config = training_overlay(tmp_path / "keep-one.yaml", callbacks, trainer)
     checkpoints = tmp_path / "runs" / "digits" / "version_0" / "checkpoints"
     first = run([str(EXECUTABLE), *digits_arguments(config, 10)], tmp_path, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
