@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from si_lightning.physics import divergence, leray_projection
+from si_lightning.physics import divergence, leray_projection, projection_trace
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -37,14 +37,15 @@ def test_projection_keeps_a_divergence_free_field_and_removes_a_gradient() -> No
     assert torch.allclose(leray_projection(solenoidal + gradient + mean), solenoidal + mean, atol=1e-13)
 
 
-def test_trace_of_the_projection_is_one_per_nonzero_wavenumber_plus_two() -> None:
+@pytest.mark.parametrize(("height", "width"), [(8, 8), (6, 10), (5, 8)])
+def test_trace_of_the_projection_is_one_per_nonzero_wavenumber_plus_two(height: int, width: int) -> None:
     # Exact trace over the 2 N^2 real degrees of freedom: project every basis vector. The (N - 1)^2 - 1 resolved
     # non-zero wavenumbers keep one direction each, the mean keeps two, Nyquist modes none: (N - 1)^2 + 1,
     # the expected energy of projected white noise.
-    size = 8
-    basis = torch.eye(2 * size * size, dtype=torch.float64).reshape(-1, 2, size, size)
+    basis = torch.eye(2 * height * width, dtype=torch.float64).reshape(-1, 2, height, width)
     trace = (leray_projection(basis) * basis).sum().item()
-    assert trace == pytest.approx((size - 1) ** 2 + 1, abs=1e-9)
+    assert trace == pytest.approx(projection_trace(height, width), abs=1e-9)
+    assert projection_trace(8, 8) == 7**2 + 1
 
 
 def test_a_field_of_the_wrong_shape_is_refused() -> None:

@@ -10,6 +10,7 @@ from si_lightning.physics.spectral import (
     enstrophy,
     kinetic_energy,
     leray_projection,
+    projection_trace,
     velocity_from_vorticity,
     vorticity_from_velocity,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "enstrophy",
     "kinetic_energy",
     "leray_projection",
+    "projection_trace",
     "taylor_green_vorticity",
     "velocity_from_vorticity",
     "vorticity_from_velocity",

@@ -115,3 +115,13 @@ def kinetic_energy(velocity: Tensor) -> Tensor:
 def enstrophy(velocity: Tensor) -> Tensor:
     """Z(u) = (1/2) mean over the grid of omega^2: (..., 2, H, W) -> (...)."""
     return 0.5 * vorticity_from_velocity(velocity).pow(2).mean(dim=(-2, -1))
+
+
+def projection_trace(height: int, width: int) -> int:
+    """The trace of ``leray_projection`` over the 2 H W real degrees of freedom: E |P z|^2 for white noise z.
+
+    One per resolved non-zero wavenumber and two for the mean; the Nyquist row/column of an even side is removed.
+    """
+    rows = height - 1 if height % 2 == 0 else height
+    columns = width - 1 if width % 2 == 0 else width
+    return rows * columns + 1
