@@ -54,8 +54,8 @@ def test_spread_skill_ratio_is_one_when_the_truth_is_one_more_member() -> None:
     draws = 2.0 * torch.randn(6, 3, 4000, generator=generator, dtype=torch.float64)
     forecast, truth = draws[:5], draws[5]
     assert torch.allclose(ensemble_spread(forecast), torch.full((3,), 2.0, dtype=torch.float64), rtol=0.08)
-    assert torch.allclose(ensemble_mean_rmse(forecast, truth), torch.full((3,), 2.0 * math.sqrt(1.2), dtype=torch.float64),
-                          rtol=0.08)  # fmt: skip
+    skill = torch.full((3,), 2.0 * math.sqrt(1.2), dtype=torch.float64)
+    assert torch.allclose(ensemble_mean_rmse(forecast, truth), skill, rtol=0.08)
     assert torch.allclose(spread_skill_ratio(forecast, truth), torch.ones(3, dtype=torch.float64), rtol=0.1)
 
 

@@ -46,7 +46,7 @@ def spread_skill_ratio(forecast: Tensor, truth: Tensor) -> Tensor:
 
 
 def crps(forecast: Tensor, truth: Tensor) -> Tensor:
-    """Fair ensemble CRPS per lead time (T,), averaged over the field: mean |X - y| - sum_{i<j} |X_i - X_j| / (M(M - 1)).
+    """Fair ensemble CRPS (T,) averaged over the field: mean |X - y| - sum_{i<j} |X_i - X_j| / (M (M - 1)).
 
     Unbiased for the CRPS of the distribution the members are drawn from (M >= 2); for M = 1 it is |X - y|.
     The pair sum uses the sorted members: sum_{i<j} |x_i - x_j| = sum_i (2 i - M + 1) x_(i), i from 0.
@@ -63,7 +63,7 @@ def crps(forecast: Tensor, truth: Tensor) -> Tensor:
 
 
 def energy_spectrum(velocity: Tensor) -> Tensor:
-    """E(k) (..., K) for shells k = 0 .. K - 1 (K = N // 2 + 1): (1/2) sum over |k'| rounding to k of |u_hat|^2 / (H W)^2.
+    """E(k) (..., K), shells k = 0 .. K - 1 (K = N // 2 + 1): (1/2) sum over |k'| rounding to k of |u_hat|^2 / (H W)^2.
 
     sum_k E(k) is the kinetic energy (1/2) mean |u|^2 when the energy lies inside the shells (Parseval).
     """
