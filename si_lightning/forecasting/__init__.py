@@ -5,6 +5,7 @@ Plain PyTorch; the interpolants plug into ``InterpolantModule`` (they own their 
 """
 
 from si_lightning.forecasting.interpolant import EnergyConsistentInterpolant, OneStepRegression
+from si_lightning.forecasting.rollout import rollout
 from si_lightning.forecasting.schedules import MonotoneSchedule
 
-__all__ = ["EnergyConsistentInterpolant", "MonotoneSchedule", "OneStepRegression"]
+__all__ = ["EnergyConsistentInterpolant", "MonotoneSchedule", "OneStepRegression", "rollout"]
