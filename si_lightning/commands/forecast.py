@@ -138,8 +138,10 @@ def make_plan(arguments: list[str]) -> tuple[ForecastPlan, Any]:
         previous = json.loads(record.read_text()).get("settings")
         if previous != settings:
             raise ConfigurationError("--out", str(out), "a new directory or one of this run's (pass --overwrite)")
-    plan = ForecastPlan(options.ckpt, options.weights, options.inputs, str(out), options.steps, options.members,
-                        options.sde_steps, options.seed, options.blow_up_factor, initial.shape[0], settings)  # fmt: skip
+    plan = ForecastPlan(
+        options.ckpt, options.weights, options.inputs, str(out), options.steps, options.members,
+        options.sde_steps, options.seed, options.blow_up_factor, initial.shape[0], settings,
+    )  # fmt: skip
     return plan, options
 
 
