@@ -87,6 +87,27 @@ def scores(forecasts: torch.Tensor, truth: torch.Tensor, decorrelation: int, spe
     return result
 
 
+def energy_consistency(checkpoint: str, truth: torch.Tensor) -> dict:
+    """The schedules of a checkpoint and the largest relative error of its mean energy path on the held-out pairs."""
+    from si_lightning.commands.checkpoints import load_model
+    from si_lightning.forecasting import EnergyConsistentInterpolant
+
+    interpolant = load_model(checkpoint).interpolant.double()
+    if not isinstance(interpolant, EnergyConsistentInterpolant):
+        return {}
+    x0, x1 = truth[:, :-1].flatten(0, 1), truth[:, 1:].flatten(0, 1)
+    t = torch.linspace(0, 1, 101, dtype=torch.float64)
+    linear = EnergyConsistentInterpolant(noise=interpolant.noise, learnable=False, project=interpolant.project).double()
+    with torch.no_grad():
+        alpha, beta, _, _ = interpolant.schedules(t[::25])
+        return {
+            "alpha_at_0_25_50_75_100": alpha.tolist(),
+            "beta_at_0_25_50_75_100": beta.tolist(),
+            "energy_error_max": float(interpolant.energy_residual(x0, x1, t).abs().max()),
+            "energy_error_max_linear": float(linear.energy_residual(x0, x1, t).abs().max()),
+        }
+
+
 def main(arguments: list[str]) -> int:
     parse = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parse.add_argument("--data-root", default="data/kolmogorov")
@@ -94,6 +115,7 @@ def main(arguments: list[str]) -> int:
     parse.add_argument("--write-inputs", help="write the test trajectories to this .npz and stop")
     parse.add_argument("--forecasts", nargs="*", default=[], help="name=folder of si-lightning forecast outputs")
     parse.add_argument("--spectrum-from", type=int, default=10, help="first lead of the spectrum average")
+    parse.add_argument("--checkpoints", nargs="*", default=[], help="name=checkpoint: report schedules and energy")
     options = parse.parse_args(arguments)
     truth = data_module(options.data_root).trajectories("test").double()
     if options.write_inputs:
@@ -111,6 +133,9 @@ def main(arguments: list[str]) -> int:
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"decorrelation_lead": decorrelation, "leads": leads - 1, "inputs": truth.shape[0], "models": table}
+    summary["energy_consistency"] = {
+        name: energy_consistency(path, truth) for name, path in (entry.split("=", 1) for entry in options.checkpoints)
+    }
     (out / "results.json").write_text(json.dumps(summary, indent=1))
     lines = [
         f"leads 1..{leads - 1}, decorrelation lead {decorrelation}, {truth.shape[0]} held-out trajectories",
@@ -126,6 +151,14 @@ def main(arguments: list[str]) -> int:
             f"| {row['crps_all_leads']:.3f} | {'-' if ratio is None else f'{ratio:.2f}'} | {row['energy_w1']:.4f} "
             f"| {row['enstrophy_w1']:.3f} | {100 * row['spectrum_relative_error']:.1f} % | {row['blown_up']} |"
         )
+    for name, row in summary["energy_consistency"].items():
+        if row:
+            lines.append(
+                f"\n{name}: max relative error of the mean energy path {100 * row['energy_error_max']:.2f} % "
+                f"(linear schedule: {100 * row['energy_error_max_linear']:.2f} %); alpha at tau = 0, .25, .5, .75, 1: "
+                f"{', '.join(f'{value:.3f}' for value in row['alpha_at_0_25_50_75_100'])}; beta: "
+                f"{', '.join(f'{value:.3f}' for value in row['beta_at_0_25_50_75_100'])}"
+            )
     (out / "results.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot_spectra(table, out / "spectra.png", options.spectrum_from)

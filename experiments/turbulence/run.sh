@@ -28,4 +28,5 @@ for name in energy plain regression; do
 done
 wait
 python "$here/evaluate.py" --out "$out/results" \
+  --checkpoints energy="$out/energy/version_0/checkpoints/last.ckpt" plain="$out/plain/version_0/checkpoints/last.ckpt" \
   --forecasts energy="$out/forecasts/energy" plain="$out/forecasts/plain" regression="$out/forecasts/regression"

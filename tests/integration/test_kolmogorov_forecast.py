@@ -119,3 +119,20 @@ def test_inputs_of_another_grid_are_refused(trained: Path) -> None:
     expected = (f"error: --inputs = '{trained / 'wrong.npz'}': an .npz with states (K, 2, 16, 16) or trajectories "
                 "(K, T, ...); states are (2, 2, 8, 8)")  # fmt: skip
     assert last_line(result.stderr) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("overlay", ["plain.yaml", "regression.yaml", "cpu-small.yaml"])
+def test_experiment_overlays_fit(tmp_path: Path, overlay: str) -> None:
+    """experiments/turbulence's overlays (the baselines and the small CPU setting) on the smoke variant."""
+    path = REPOSITORY / "experiments" / "turbulence" / overlay
+    arguments = ["fit", "-c", str(CONFIG), "-c", str(path), "-c", str(SMOKE), "--trainer.accelerator", "cpu",
+                 "--trainer.logger.init_args.name", "overlay"]  # fmt: skip
+    result = run([str(EXECUTABLE), *arguments], tmp_path, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_line(result.stderr) == "`Trainer.fit` stopped: `max_steps=4` reached."
+    checkpoint = tmp_path / "runs" / "overlay" / "version_0" / "checkpoints" / "last.ckpt"
+    hyper = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
+    expected = "OneStepRegression" if overlay == "regression.yaml" else "EnergyConsistentInterpolant"
+    assert hyper["interpolant"]["class_path"].endswith(expected)
