@@ -122,17 +122,25 @@ def main(arguments: list[str]) -> int:
         np.savez(options.write_inputs, trajectories=truth.float().numpy())
         return 0
     decorrelation = decorrelation_lead(truth)
-    leads = truth.shape[1]
-    table = {"persistence": scores(truth[:, None, :1].expand(-1, 1, leads, -1, -1, -1), truth, decorrelation,
-                                   options.spectrum_from)}  # fmt: skip
+    loaded = {}
     for entry in options.forecasts:
         name, folder = entry.split("=", 1)
         with np.load(Path(folder) / "trajectories.npz") as content:
-            forecasts = torch.from_numpy(content["forecasts"]).double()
-        table[name] = scores(forecasts, truth[:, : forecasts.shape[2]], decorrelation, options.spectrum_from)
+            loaded[name] = torch.from_numpy(content["forecasts"]).double()
+    leads = min([truth.shape[1], *(forecasts.shape[2] for forecasts in loaded.values())])  # every model alike
+    truth = truth[:, :leads]
+    persistence = truth[:, None, :1].expand(-1, 1, leads, -1, -1, -1)
+    table = {"persistence": scores(persistence, truth, decorrelation, options.spectrum_from)}
+    for name, forecasts in loaded.items():
+        table[name] = scores(forecasts[:, :, :leads], truth, decorrelation, options.spectrum_from)
     out = Path(options.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = {"decorrelation_lead": decorrelation, "leads": leads - 1, "inputs": truth.shape[0], "models": table}
+    half = truth.shape[0] // 2  # real-versus-real floor: one half of the held-out trajectories against the other
+    shells = slice(1, truth.shape[-1] // 3 + 1)
+    first, second = (energy_spectrum(part[:, options.spectrum_from :]).flatten(0, -2).mean(0)
+                     for part in (truth[:half], truth[half:]))  # fmt: skip
+    summary["spectrum_floor"] = spectrum_relative_error(first, second, shells)
     summary["energy_consistency"] = {
         name: energy_consistency(path, truth) for name, path in (entry.split("=", 1) for entry in options.checkpoints)
     }
@@ -151,6 +159,10 @@ def main(arguments: list[str]) -> int:
             f"| {row['crps_all_leads']:.3f} | {'-' if ratio is None else f'{ratio:.2f}'} | {row['energy_w1']:.4f} "
             f"| {row['enstrophy_w1']:.3f} | {100 * row['spectrum_relative_error']:.1f} % | {row['blown_up']} |"
         )
+    lines.append(
+        f"\nspectrum relative error of the solver's own trajectories, half against half (the floor at this sample "
+        f"size): {100 * summary['spectrum_floor']:.1f} %"
+    )
     for name, row in summary["energy_consistency"].items():
         if row:
             lines.append(
@@ -177,6 +189,8 @@ def plot_spectra(table: dict, path: Path, spectrum_from: int) -> None:
     axes.loglog(shells, truth[1:], "k-", linewidth=2, label="solver")
     for name, row in table.items():
         axes.loglog(shells, np.array(row["spectrum"])[1:], "--", label=name)
+    axes.axvline(len(truth) * 2 / 3 - 2 / 3, color="grey", linewidth=0.5)  # the solver's 2/3 de-aliasing band ends here
+    axes.set_ylim(bottom=1e-6)
     axes.set_xlabel("wavenumber k")
     axes.set_ylabel(f"E(k), mean over leads >= {spectrum_from}")
     axes.legend()

@@ -8,9 +8,9 @@ here="$(cd "$(dirname "$0")" && pwd)"
 config="$here/../../configs/experiments/kolmogorov-forecast.yaml"
 overlay="${1:-$here/cpu-small.yaml}"
 out="${OUT:-runs/turbulence}"
-steps="${STEPS:-99}"
+steps="${STEPS:-40}"
 members="${MEMBERS:-4}"
-sde_steps="${SDE_STEPS:-10}"
+sde_steps="${SDE_STEPS:-8}"
 mkdir -p "$out"
 for name in energy plain regression; do
   extra=()
