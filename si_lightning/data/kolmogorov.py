@@ -40,7 +40,8 @@ class KolmogorovFlowDataModule(CoupledDataModule):
     Args:
         size: grid points N per side (even, >= 8).
         viscosity, drag, forcing_wavenumber, forcing_amplitude, time_step: the solver's settings
-            (``si_lightning.physics.KolmogorovFlow``).
+            (``si_lightning.physics.KolmogorovFlow``). The defaults are resolved on 64 x 64: the spectrum falls
+            by four decades from k = 4 to the de-aliasing cut-off; nu = 1e-3 there piles energy up at the cut-off.
         spin_up: time discarded before the first snapshot (a multiple of time_step, >= 0).
         interval: the forecast step: time between snapshots (a positive multiple of time_step).
         snapshots: snapshots per trajectory (>= 2: one pair at least).
@@ -53,7 +54,7 @@ class KolmogorovFlowDataModule(CoupledDataModule):
     def __init__(
         self,
         size: int = 64,
-        viscosity: float = 1e-3,
+        viscosity: float = 5e-3,
         drag: float = 0.1,
         forcing_wavenumber: int = 4,
         forcing_amplitude: float = 1.0,
