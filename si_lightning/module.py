@@ -235,6 +235,9 @@ class InterpolantModule(pl.LightningModule):
             if generator is not None:
                 z = torch.randn(x1.shape, generator=generator, device=x1.device, dtype=x1.dtype)
         network = self.network(cond)
+        own_loss = getattr(self.interpolant, "training_loss", None)
+        if own_loss is not None:  # an interpolant with its own objective (si_lightning.forecasting)
+            return own_loss(network, x0, x1, t, z), t
         if cond is not None and cond.keep is not None and self.prediction_name.startswith("velocity"):
             network = self._kept_pixels_fixed(network, cond)
         loss = interpolant_loss(

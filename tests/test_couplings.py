@@ -220,7 +220,8 @@ def test_class_labels_reject_bad_settings():
 
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_builds_by_name_and_lists_names_on_a_miss():
-    assert set(COUPLINGS) == {"independent", "super-resolution", "inpainting", "class-labels", "minibatch-ot"}
+    expected = {"independent", "super-resolution", "inpainting", "class-labels", "minibatch-ot", "next-state"}
+    assert set(COUPLINGS) == expected
     coupling = get_coupling("inpainting", tiles=16, hide_probability=0.5)
     assert isinstance(coupling, Inpainting) and coupling.tiles_per_side == 4
     with pytest.raises(ValueError, match="unknown coupling 'inpaint'; expected one of: class-labels, independent"):

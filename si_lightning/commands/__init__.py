@@ -10,4 +10,5 @@ from __future__ import annotations
 COMMANDS: dict[str, str] = {
     "sample": "si_lightning.commands.sample",
     "evaluate": "si_lightning.commands.evaluate",
+    "forecast": "si_lightning.commands.forecast",
 }

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from si_lightning.checks import lookup
 from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
+from si_lightning.couplings.forecast import NextState
 from si_lightning.couplings.images import UPSAMPLING_MODES, Inpainting, SuperResolution, mask_velocity
 from si_lightning.couplings.labels import ClassLabels
 from si_lightning.couplings.masks import MASKS, BoxMask, MaskGenerator, StrokeMask, TileMask, get_mask
@@ -38,6 +39,7 @@ __all__ = [
     "Inpainting",
     "MaskGenerator",
     "MinibatchOT",
+    "NextState",
     "StrokeMask",
     "SuperResolution",
     "TileMask",
@@ -52,6 +54,7 @@ COUPLINGS: dict[str, type[Coupling]] = {
     "inpainting": Inpainting,
     "class-labels": ClassLabels,
     "minibatch-ot": MinibatchOT,
+    "next-state": NextState,
 }
 
 

@@ -3,6 +3,7 @@
 from si_lightning.data.base import CoupledDataModule
 from si_lightning.data.digits import DigitsDataModule
 from si_lightning.data.images import IMAGE_DATASETS, ImageDataModule
+from si_lightning.data.kolmogorov import KolmogorovFlowDataModule
 from si_lightning.data.latents import LatentDataModule
 from si_lightning.data.toys import TOYS, ToyDataModule, ToyDistribution
 
@@ -12,6 +13,7 @@ __all__ = [
     "CoupledDataModule",
     "DigitsDataModule",
     "ImageDataModule",
+    "KolmogorovFlowDataModule",
     "LatentDataModule",
     "ToyDataModule",
     "ToyDistribution",

@@ -1,0 +1,138 @@
+"""The kolmogorov-forecast config and the `forecast` command through the real executable."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from si_lightning.physics import divergence
+from tests.integration.executable import EXECUTABLE, REPOSITORY, last_line, run
+
+CONFIG = REPOSITORY / "configs" / "experiments" / "kolmogorov-forecast.yaml"
+SMOKE = REPOSITORY / "configs" / "experiments" / "kolmogorov-forecast-smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 4-step fit of the smoke variant in its own folder: the data cache and the run directory."""
+    folder = tmp_path_factory.mktemp("kolmogorov")
+    result = run([str(EXECUTABLE), "fit", "-c", str(CONFIG), "-c", str(SMOKE), "--trainer.accelerator", "cpu"],
+                 folder, timeout=240)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_line(result.stderr) == "`Trainer.fit` stopped: `max_steps=4` reached."
+    assert len(list((folder / "data" / "kolmogorov").glob("kolmogorov-*.npz"))) == 1
+    assert not list((folder / "data" / "kolmogorov").glob(".*.tmp"))
+    checkpoint = folder / "runs" / "kolmogorov-forecast" / "version_0" / "checkpoints" / "last.ckpt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
+    assert {"interpolant.alpha_schedule.logits", "interpolant.beta_schedule.logits"} <= set(state)
+    assert state["interpolant.alpha_schedule.logits"].abs().max() > 0  # the energy loss moved the schedule
+    with np.load(next((folder / "data" / "kolmogorov").glob("kolmogorov-*.npz"))) as cache:
+        np.savez(folder / "held-out.npz", trajectories=np.concatenate([cache["val"], cache["test"]]))
+    return folder
+
+
+def forecast(folder: Path, out: str, *extra: str, timeout: float = 240):
+    checkpoint = folder / "runs" / "kolmogorov-forecast" / "version_0" / "checkpoints" / "last.ckpt"
+    arguments = ["forecast", "--ckpt", str(checkpoint), "--inputs", str(folder / "held-out.npz"), "--steps", "3",
+                 "--members", "2", "--sde-steps", "4", "--out", str(folder / out), *extra]  # fmt: skip
+    return run([str(EXECUTABLE), *arguments], folder, timeout=timeout)
+
+
+@pytest.mark.timeout(600)
+def test_forecast_writes_divergence_free_ensembles_and_resumes(trained: Path) -> None:
+    result = forecast(trained, "forecasts")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_line(result.stdout).startswith("forecast: 2 inputs x 2 members x 3 steps in ")
+    with np.load(trained / "forecasts" / "trajectories.npz") as content:
+        forecasts, truth, inputs = content["forecasts"], content["truth"], content["inputs"]
+    assert forecasts.shape == (2, 2, 4, 2, 16, 16) and truth.shape == (2, 4, 2, 16, 16)
+    assert np.isfinite(forecasts).all() and np.array_equal(forecasts[:, :, 0], np.repeat(inputs[:, None], 2, 1))
+    assert not np.allclose(forecasts[:, 0, 1:], forecasts[:, 1, 1:])  # the members differ
+    assert divergence(torch.from_numpy(forecasts[:, :, 1:])).abs().max().item() < 1e-6
+    record = json.loads((trained / "forecasts" / "record.json").read_text())
+    assert record["shape"] == [2, 2, 4, 2, 16, 16] and record["settings"]["members"] == 2
+    # resume: the shards on disk are kept (a planted value survives), the rest is assembled again
+    shard = trained / "forecasts" / "shards" / "input-00001.npz"
+    with np.load(shard) as content:
+        planted = {"forecasts": content["forecasts"] + 1.0, "settings": content["settings"]}
+    np.savez(shard, **planted)
+    (trained / "forecasts" / "trajectories.npz").unlink()
+    again = forecast(trained, "forecasts")
+    assert again.returncode == 0, again.stderr[-3000:]
+    with np.load(trained / "forecasts" / "trajectories.npz") as content:
+        assert np.array_equal(content["forecasts"][1], forecasts[1] + 1.0)
+        assert np.array_equal(content["forecasts"][0], forecasts[0])
+    # other settings into the same folder: refused, nothing touched
+    refused = forecast(trained, "forecasts", "--seed", "5")
+    assert refused.returncode == 2
+    expected = f"error: --out = '{trained / 'forecasts'}': a new directory or one of this run's (pass --overwrite)"
+    assert last_line(refused.stderr) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_forecast_is_the_same_on_two_processes(trained: Path) -> None:
+    one = forecast(trained, "one-process")
+    two = forecast(trained, "two-processes", "--devices", "2", timeout=400)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-3000:]
+    with np.load(trained / "one-process" / "trajectories.npz") as first:
+        with np.load(trained / "two-processes" / "trajectories.npz") as second:
+            assert np.array_equal(first["forecasts"], second["forecasts"])
+
+
+# Each case starts the executable (a few seconds of imports); one runs in the default suite.
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--members", "two"], "error: --members = 'two': Expected a <class 'int'>"),
+        pytest.param(["--steps", "0"], "error: --steps = 0: an integer >= 1", marks=pytest.mark.slow),
+        pytest.param(
+            ["--memberz", "2"],
+            "error: --memberz = '2': not a setting of this command (see --help)",
+            marks=pytest.mark.slow,
+        ),  # fmt: skip
+        pytest.param(
+            ["--blow-up-factor", "0.5"], "error: --blow-up-factor = 0.5: a number > 1", marks=pytest.mark.slow
+        ),  # fmt: skip
+    ],
+)
+def test_bad_options_are_one_line_errors(trained: Path, extra: list[str], message: str) -> None:
+    result = forecast(trained, "bad", *extra)
+    assert result.returncode == 2
+    assert last_line(result.stderr) == message
+    assert "Traceback" not in result.stderr and not (trained / "bad").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_inputs_of_another_grid_are_refused(trained: Path) -> None:
+    np.savez(trained / "wrong.npz", states=np.zeros((2, 2, 8, 8), dtype=np.float32))
+    checkpoint = trained / "runs" / "kolmogorov-forecast" / "version_0" / "checkpoints" / "last.ckpt"
+    result = run([str(EXECUTABLE), "forecast", "--ckpt", str(checkpoint), "--inputs", str(trained / "wrong.npz"),
+                  "--steps", "2", "--out", str(trained / "wrong")], trained, timeout=240)  # fmt: skip
+    assert result.returncode == 2
+    expected = (f"error: --inputs = '{trained / 'wrong.npz'}': an .npz with states (K, 2, 16, 16) or trajectories "
+                "(K, T, ...); states are (2, 2, 8, 8)")  # fmt: skip
+    assert last_line(result.stderr) == expected
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("overlay", ["plain.yaml", "regression.yaml", "cpu-small.yaml"])
+def test_experiment_overlays_fit(tmp_path: Path, overlay: str) -> None:
+    """experiments/turbulence's overlays (the baselines and the small CPU setting) on the smoke variant."""
+    path = REPOSITORY / "experiments" / "turbulence" / overlay
+    arguments = ["fit", "-c", str(CONFIG), "-c", str(path), "-c", str(SMOKE), "--trainer.accelerator", "cpu",
+                 "--trainer.logger.init_args.name", "overlay"]  # fmt: skip
+    result = run([str(EXECUTABLE), *arguments], tmp_path, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_line(result.stderr) == "`Trainer.fit` stopped: `max_steps=4` reached."
+    checkpoint = tmp_path / "runs" / "overlay" / "version_0" / "checkpoints" / "last.ckpt"
+    hyper = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
+    expected = "OneStepRegression" if overlay == "regression.yaml" else "EnergyConsistentInterpolant"
+    assert hyper["interpolant"]["class_path"].endswith(expected)
