@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from si_lightning.checks import is_integer
 from si_lightning.couplings import NextState
 from si_lightning.data.base import SPLITS, CoupledDataModule, derived_seed
 from si_lightning.data.datasets import InMemoryDataset
@@ -30,7 +31,7 @@ CACHE_VERSION = 1
 
 
 def _positive_integer(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_integer(value) or value < 1:
         raise ValueError(f"{name} = {value!r}: expected an integer >= 1")
 
 
@@ -74,7 +75,7 @@ class KolmogorovFlowDataModule(CoupledDataModule):
         self.solver.steps_for(spin_up, "spin_up")
         if self.solver.steps_for(interval, "interval") < 1:
             raise ValueError(f"interval = {interval!r}: expected a positive multiple of time_step = {time_step}")
-        if isinstance(snapshots, bool) or not isinstance(snapshots, int) or snapshots < 2:
+        if not is_integer(snapshots) or snapshots < 2:
             raise ValueError(f"snapshots = {snapshots!r}: expected an integer >= 2 (one pair at least)")
         counts = tuple(trajectories)
         if len(counts) != len(SPLITS):

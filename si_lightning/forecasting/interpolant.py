@@ -18,10 +18,10 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
+from si_lightning.checks import is_integer
 from si_lightning.forecasting.schedules import MonotoneSchedule
 from si_lightning.interpolants import Interpolant
-from si_lightning.interpolants.broadcast import broadcast_time
-from si_lightning.interpolants.interpolant import Coefficients
+from si_lightning.interpolants.interpolant import Coefficients, broadcast_time
 from si_lightning.physics import kinetic_energy, leray_projection, projection_trace
 
 Network = Callable[[Tensor, Tensor], Tensor]  # (x (batch, 2, H, W), tau (batch,)) -> drift, x0 bound in
@@ -61,7 +61,7 @@ class EnergyConsistentInterpolant(nn.Module, Interpolant):
             raise ValueError(f"noise = {noise!r}: expected eps >= 0")
         if not 0 <= energy_weight < float("inf"):
             raise ValueError(f"energy_weight = {energy_weight!r}: expected a number >= 0")
-        if isinstance(energy_points, bool) or not isinstance(energy_points, int) or energy_points < 1:
+        if not is_integer(energy_points) or energy_points < 1:
             raise ValueError(f"energy_points = {energy_points!r}: expected an integer >= 1")
         self.noise, self.learnable, self.project = float(noise), bool(learnable), bool(project)
         self.energy_weight, self.energy_points = float(energy_weight), energy_points
@@ -160,7 +160,7 @@ class EnergyConsistentInterpolant(nn.Module, Interpolant):
         ``noise(k)`` gives the standard normal increment of step k (batch, ...); the state is projected
         at the end (its increments already are; this removes rounding).
         """
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        if not is_integer(steps) or steps < 1:
             raise ValueError(f"steps = {steps!r}: expected an integer >= 1")
         h, x = 1.0 / steps, x0
         for k in range(steps):

@@ -8,6 +8,8 @@ import math
 import torch
 from torch import Tensor, nn
 
+from si_lightning.checks import is_integer
+
 
 @functools.cache
 def _binomials(degree: int) -> tuple[int, ...]:
@@ -27,7 +29,7 @@ class MonotoneSchedule(nn.Module):
 
     def __init__(self, degree: int = 8) -> None:
         super().__init__()
-        if isinstance(degree, bool) or not isinstance(degree, int) or degree < 1:
+        if not is_integer(degree) or degree < 1:
             raise ValueError(f"degree = {degree!r}: expected an integer >= 1")
         self.degree = degree
         self.logits = nn.Parameter(torch.zeros(degree))
