@@ -22,6 +22,7 @@ from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
 from si_lightning.couplings.images import UPSAMPLING_MODES, Inpainting, SuperResolution, mask_velocity
 from si_lightning.couplings.labels import ClassLabels
 from si_lightning.couplings.masks import MASKS, BoxMask, MaskGenerator, StrokeMask, TileMask, get_mask
+from si_lightning.couplings.pool import SampledBase
 from si_lightning.couplings.transport import OT_METHODS, MinibatchOT
 from si_lightning.registry import lookup
 
@@ -38,6 +39,7 @@ __all__ = [
     "Inpainting",
     "MaskGenerator",
     "MinibatchOT",
+    "SampledBase",
     "StrokeMask",
     "SuperResolution",
     "TileMask",
