@@ -25,14 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-
-from si_lightning.commands.checkpoints import load_model
-from si_lightning.commands.decoding import recorded_hyper_parameters
 from si_lightning.errors import ConfigurationError, run_reporting_errors, split_debug_flag
-from si_lightning.free_energy import estimate
-from si_lightning.free_energy.systems import build_system
-from si_lightning.seeding import derived_seed
 
 METHODS = ("escorted-jarzynski", "controlled-crooks", "fep", "bar", "ti")
 
@@ -66,6 +59,15 @@ def check(options: argparse.Namespace) -> None:
 def run(arguments: list[str]) -> int:
     options = parse(arguments)
     check(options)
+    # Imported once the arguments are known to be good: a bad one is refused without loading torch and Lightning.
+    import torch
+
+    from si_lightning.commands.checkpoints import load_model
+    from si_lightning.commands.decoding import recorded_hyper_parameters
+    from si_lightning.free_energy import estimate
+    from si_lightning.free_energy.systems import build_system
+    from si_lightning.seeding import derived_seed
+
     model = load_model(options.ckpt)
     recorded = recorded_hyper_parameters(options.ckpt)
     if "system" not in recorded:

@@ -9,7 +9,7 @@ the Crooks relation p_F(W) / p_R(-W) = exp(W - Delta F):
                           M = log(n_F / n_R),
 
 BAR's standard error is Bennett's asymptotic one, the same formula as pymbar's ``bar`` with
-``uncertainty_method="BAR"`` (tests/test_free_energy_bar.py checks the two agree).
+``uncertainty_method="BAR"`` (tests/test_free_energy_baselines.py checks the two agree).
 """
 
 from __future__ import annotations
