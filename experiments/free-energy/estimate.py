@@ -113,7 +113,8 @@ def run(arguments: list[str]) -> int:
             flush=True,
         )
     if options.json is not None:
-        Path(options.json).write_text(json.dumps({"system": recorded, "reference": reference, "rows": rows}, indent=1))
+        content = {"system": recorded, "seed": options.seed, "reference": reference, "rows": rows}
+        Path(options.json).write_text(json.dumps(content, indent=1))
     print(f"reference Delta F = {reference:.6f} kT")
     return 0
 
