@@ -135,3 +135,27 @@ def test_estimate_refuses_bad_input_in_one_line():
         estimate(None, pair.energy_a, lambda y: y[:, :1], x, method="fep")
     with pytest.raises(ValueError, match="x_b must have d = 2 columns like x_a"):
         estimate(None, pair.energy_a, pair.energy_b, x, torch.zeros(5, 3, dtype=torch.float64), method="bar")
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mixture_samples_have_the_moments_of_their_energy(seed):
+    """Mean and second moments of the samples against the same moments of e^{-U} / Z by 2-D quadrature.
+
+    Tolerance: 4 standard errors of the sample means (20,000 samples); the quadrature (trapezoid, spacing
+    0.02) is exact to far below that. This catches a sampler whose component weights ignore |S_j|^{1/2}.
+    """
+    pair = MixturePair()
+    axis = torch.linspace(-9, 9, 901, dtype=torch.float64)
+    points = torch.cartesian_prod(axis, axis)
+    generator = torch.Generator().manual_seed(seed)
+    for energy, samples in (
+        (pair.energy_a, pair.sample_a(20000, generator)),
+        (pair.energy_b, pair.sample_b(20000, generator)),
+    ):
+        density = torch.exp(-energy(points))
+        density = density / density.sum()
+        features = torch.cat([points, points.pow(2), points.prod(1, keepdim=True)], dim=1)  # x, y, x^2, y^2, xy
+        expected = (density[:, None] * features).sum(0)
+        observed = torch.cat([samples, samples.pow(2), samples.prod(1, keepdim=True)], dim=1)
+        error = 4 * observed.std(0) / math.sqrt(observed.shape[0])
+        assert bool(((observed.mean(0) - expected).abs() <= error).all()), (observed.mean(0), expected, error)

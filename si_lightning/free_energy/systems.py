@@ -5,7 +5,8 @@ Every energy is in kT and unnormalised; ``delta_f()`` is F_b - F_a = -log(Z_b / 
 - ``gaussians``: U_a = |x|^2 / 2 (rho_a = N(0, I)); U_b = sum_i (x_i - mu_i)^2 / (2 s_i^2) with
   mu_i = (-1)^i / 2 and s_i evenly spaced from 0.6 to 1.4 (i = 0..d-1). Delta F = -sum_i log s_i.
 - ``mixtures``: two 2-D Gaussian mixtures, U = -log sum_j p_j exp(-(x - mu_j)^T S_j^{-1} (x - mu_j) / 2)
-  (the normalisers of the components left out), Z = sum_j p_j 2 pi |S_j|^{1/2}.
+  (the normalisers of the components left out), Z = sum_j p_j 2 pi |S_j|^{1/2}; so under e^{-U} / Z
+  component j has mass p_j |S_j|^{1/2} / sum_k p_k |S_k|^{1/2}, which is what the sampler draws.
 - ``double-well``: separable, U(x) = sum_i u(x_i) with u_a(y) = 2 (y^2 - 1)^2 and
   u_b(y) = 2 (y^2 - 1)^2 + 1.5 y (the tilt favours the left well); Delta F = -d log(z_b / z_a) with
   z = int e^{-u(y)} dy by adaptive 1-D quadrature. Samples by rejection from the uniform density on
@@ -105,9 +106,15 @@ class _Mixture:
         return -torch.logsumexp(self.weights.to(x).log() - 0.5 * quadratic, dim=1)
 
     def sample(self, count: int, generator: torch.Generator | None) -> Tensor:
-        components = torch.multinomial(self.weights, count, replacement=True, generator=generator)
+        # e^{-U} = sum_j p_j 2 pi |S_j|^{1/2} N(x; mu_j, S_j): component j has mass p_j |S_j|^{1/2}, not p_j.
+        components = torch.multinomial(self.component_masses(), count, replacement=True, generator=generator)
         noise = torch.randn(count, 2, dtype=torch.float64, generator=generator)
         return self.means[components] + torch.einsum("nij,nj->ni", self.roots[components], noise)
+
+    def component_masses(self) -> Tensor:
+        """The probabilities of the components under e^{-U} / Z: p_j |S_j|^{1/2} / sum_k p_k |S_k|^{1/2}, (K,)."""
+        masses = self.weights * torch.linalg.det(self.covariances).sqrt()
+        return masses / masses.sum()
 
     def log_partition(self) -> float:
         """log Z = log sum_j p_j 2 pi |S_j|^{1/2}."""
