@@ -1,6 +1,6 @@
 """The README's table from the JSON files of estimate.py (one per system and seed).
 
-    python experiments/free-energy/table.py results/*.json
+    python experiments/free-energy/table.py experiments/free-energy/results/*.json
 
 One row per system, method and seed: estimate, standard error, error against the reference, bounds,
 energy evaluations and NFE.
