@@ -24,6 +24,7 @@ from si_lightning.couplings.forecast import NextState
 from si_lightning.couplings.images import UPSAMPLING_MODES, Inpainting, SuperResolution, mask_velocity
 from si_lightning.couplings.labels import ClassLabels
 from si_lightning.couplings.masks import MASKS, BoxMask, MaskGenerator, StrokeMask, TileMask, get_mask
+from si_lightning.couplings.pool import SampledBase
 from si_lightning.couplings.transport import OT_METHODS, MinibatchOT
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "MaskGenerator",
     "MinibatchOT",
     "NextState",
+    "SampledBase",
     "StrokeMask",
     "SuperResolution",
     "TileMask",

@@ -2,6 +2,7 @@
 
 from si_lightning.data.base import CoupledDataModule
 from si_lightning.data.digits import DigitsDataModule
+from si_lightning.data.free_energy import FreeEnergyDataModule
 from si_lightning.data.images import IMAGE_DATASETS, ImageDataModule
 from si_lightning.data.kolmogorov import KolmogorovFlowDataModule
 from si_lightning.data.latents import LatentDataModule
@@ -12,6 +13,7 @@ __all__ = [
     "TOYS",
     "CoupledDataModule",
     "DigitsDataModule",
+    "FreeEnergyDataModule",
     "ImageDataModule",
     "KolmogorovFlowDataModule",
     "LatentDataModule",

@@ -8,6 +8,7 @@ every right-hand-side call would make an adaptive solver integrate a random func
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -100,3 +101,18 @@ class HutchinsonDivergence(DivergenceEstimator):
 
 
 DIVERGENCES: dict[str, type[DivergenceEstimator]] = {"exact": ExactDivergence, "hutchinson": HutchinsonDivergence}
+
+
+def field_and_divergence(
+    output: Callable[[Tensor], tuple[Tensor, ...]], x: Tensor, estimator: DivergenceEstimator, probes: Tensor | None
+) -> tuple[tuple[Tensor, ...], Tensor]:
+    """``output(x)`` (its first entry the field f whose divergence is wanted) and div f: (count, batch).
+
+    Evaluated with autograd on (also inside ``torch.no_grad``); everything returned is detached.
+    ``x`` (batch, ...); ``probes`` as drawn by ``estimator.draw`` for this solve.
+    """
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        values = output(x)
+        divergence = estimator(values[0], x, probes)
+    return tuple(value.detach() for value in values), divergence.detach()

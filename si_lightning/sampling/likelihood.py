@@ -31,7 +31,7 @@ from si_lightning.sampling.checks import (
     resolve_interval,
 )
 from si_lightning.sampling.diffusion import DIFFUSIONS
-from si_lightning.sampling.divergence import DIVERGENCES, DivergenceEstimator
+from si_lightning.sampling.divergence import DIVERGENCES, field_and_divergence
 from si_lightning.sampling.fields import CountedFields, Fields, as_fields
 from si_lightning.sampling.grids import GRIDS
 from si_lightning.sampling.ode import ODESampler
@@ -89,17 +89,6 @@ def _base_log_prob(base_log_prob: BaseLogProb, x0: Tensor) -> Tensor:
     return value
 
 
-def _field_and_divergence(
-    output: Callable[[Tensor], tuple[Tensor, ...]], x: Tensor, estimator: DivergenceEstimator, probes: Tensor | None
-) -> tuple[tuple[Tensor, ...], Tensor]:
-    """Evaluate ``output(x)`` (its first entry the field whose divergence is wanted) with autograd on."""
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        values = output(x)
-        divergence = estimator(values[0], x, probes)
-    return tuple(value.detach() for value in values), divergence.detach()
-
-
 def log_likelihood(
     fields: Fields,
     x1: Tensor,
@@ -141,7 +130,7 @@ def log_likelihood(
     batch = x1.shape[0]
 
     def function(t: Tensor, state: State) -> State:
-        (velocity,), divergence_value = _field_and_divergence(
+        (velocity,), divergence_value = field_and_divergence(
             lambda x: (counted.velocity(batch_time(t, batch), x, cond),), state[0], estimator, drawn
         )
         return velocity, divergence_value
@@ -207,7 +196,7 @@ def sde_log_likelihood(
             velocity, score = counted.velocity_and_score(batch_time(t, state.shape[0]), state, path_cond)
             return velocity + eps_t * score, velocity, score
 
-        (_, velocity, score), divergence_value = _field_and_divergence(output, x, estimator, drawn)
+        (_, velocity, score), divergence_value = field_and_divergence(output, x, estimator, drawn)
         integrand = divergence_value.mean(0) + eps_t * score.flatten(1).pow(2).sum(1)
         accumulated = accumulated + step * integrand  # step < 0: accumulates -int (div b_F + eps |s|^2) dt
         increment = noise.normal((batch, paths, *x1.shape[1:]), x1.device, x1.dtype).flatten(0, 1)

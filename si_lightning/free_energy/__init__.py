@@ -1,0 +1,38 @@
+"""Free-energy differences of two Boltzmann densities with learned transports (docs/math.md section 10).
+
+Plain PyTorch (no Lightning): ``estimate`` takes any ``Fields`` (a trained network or the oracle), two
+energies in kT and samples of each density, and returns Delta F = F_b - F_a with its standard error and,
+where defined, Jensen bounds. ``systems`` holds the benchmark pairs with their reference Delta F.
+"""
+
+from si_lightning.free_energy.averages import (
+    BAR_SOLVERS,
+    Estimate,
+    backward_estimate,
+    bennett,
+    exponential_average,
+    forward_estimate,
+    pymbar_bennett,
+)
+from si_lightning.free_energy.energies import CountedEnergy, Energy
+from si_lightning.free_energy.estimate import METHODS, FreeEnergyResult, estimate
+from si_lightning.free_energy.thermodynamic import thermodynamic_integration
+from si_lightning.free_energy.works import TransportWorks, transport_works
+
+__all__ = [
+    "BAR_SOLVERS",
+    "METHODS",
+    "CountedEnergy",
+    "Energy",
+    "Estimate",
+    "FreeEnergyResult",
+    "TransportWorks",
+    "backward_estimate",
+    "bennett",
+    "estimate",
+    "exponential_average",
+    "forward_estimate",
+    "pymbar_bennett",
+    "thermodynamic_integration",
+    "transport_works",
+]

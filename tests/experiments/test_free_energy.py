@@ -1,0 +1,83 @@
+"""The free-energy configs through the real `si-lightning fit`, then the estimation script on the checkpoint.
+
+Each config trains 3 steps on small sample sets (the shipped settings otherwise); the script then prints
+one table row per method and the reference Delta F of the system recorded in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from si_lightning.free_energy.systems import build_system
+from tests.integration.executable import EXECUTABLE, REPOSITORY, environment
+
+CONFIGS = REPOSITORY / "configs" / "experiments"
+SCRIPT = REPOSITORY / "experiments" / "free-energy" / "estimate.py"
+SYSTEMS = {"gaussians": 50, "mixtures": 2, "double-well": 10}
+
+
+def run(command: list[str], directory: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=directory, env=environment(), capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+def fit(system: str, directory: Path) -> Path:
+    arguments = [
+        "fit", "-c", str(CONFIGS / f"free-energy-{system}.yaml"), "--trainer.accelerator", "cpu",
+        "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.enable_progress_bar", "false",
+        "--data.init_args.num_samples", "512", "--data.init_args.val_samples", "64",
+        "--data.init_args.batch_size", "64",
+    ]  # fmt: skip
+    result = run([str(EXECUTABLE), *arguments], directory, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "`Trainer.fit` stopped: `max_steps=3` reached." in result.stdout + result.stderr
+    checkpoint = directory / "runs" / f"free-energy-{system}" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    return checkpoint
+
+
+def check_estimates(system: str, checkpoint: Path, directory: Path) -> None:
+    options = ["--samples", "64", "--steps", "2", "--ti-steps", "1", "--ti-nodes", "4"]
+    result = run([sys.executable, str(SCRIPT), "--ckpt", str(checkpoint), *options], directory, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reference = build_system(system, SYSTEMS[system]).delta_f()
+    assert last_line(result.stdout) == f"reference Delta F = {reference:.6f} kT"
+    rows = [line.split("|")[1:-1] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert [row[0].strip() for row in rows[1:]] == ["escorted-jarzynski", "controlled-crooks", "fep", "bar", "ti"]
+    for row in rows[1:]:
+        assert math.isfinite(float(row[1])) and float(row[2]) >= 0
+    evaluations = {row[0].strip(): int(row[6]) for row in rows[1:]}
+    # 4 n energy evaluations for every method but TI (its chains: n / (1 + 4 x 1 / 2) rounded, from each end).
+    assert evaluations == {
+        "escorted-jarzynski": 256, "controlled-crooks": 256, "fep": 256, "bar": 256, "ti": 2 * 2 * 21 * (1 + 2),
+    }  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+def test_mixtures_config_fits_and_estimates(tmp_path):
+    check_estimates("mixtures", fit("mixtures", tmp_path), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("system", ["gaussians", "double-well"])
+def test_config_fits_and_estimates(system, tmp_path):
+    check_estimates(system, fit(system, tmp_path), tmp_path)
+
+
+@pytest.mark.timeout(120)
+def test_estimation_refuses_bad_arguments_in_one_line(tmp_path):
+    result = run([sys.executable, str(SCRIPT), "--ckpt", str(tmp_path / "missing.ckpt")], tmp_path, timeout=100)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result.stderr).startswith(f"error: --ckpt = '{tmp_path / 'missing.ckpt'}': an existing file")
+    result = run([sys.executable, str(SCRIPT), "--ckpt", "x.ckpt", "--samples", "1"], tmp_path, timeout=100)
+    assert result.returncode == 2 and last_line(result.stderr) == "error: --samples = 1: an integer >= 2"
