@@ -5,8 +5,10 @@ A coupling turns a batch of data x1 (and its class labels) into ``Batch(x0, x1, 
     x0 = m(x1) + sigma zeta,   zeta ~ N(0, I)
 
 with m = 0, sigma = 1 for the independent Gaussian base and a data-dependent m for
-super-resolution and in-painting ([C]). ``cond`` (a ``Condition``) carries what the network sees
-besides (x_t, t): extra input channels and class labels. Each coupling declares
+super-resolution and in-painting ([C]) and the restoration degradations of the bridges (denoising, blur,
+rain; degradations.py), which mark the pixels they left untouched in ``cond.keep``. ``cond`` (a
+``Condition``) carries what the network sees besides (x_t, t): extra input channels and class labels.
+Each coupling declares
 
 - ``gaussian_base``: x0 ~ N(0, I) independently of x1 (the interpolant's conversions need it);
 - ``cond_channels(data_channels)``: how many channels ``cond.channels`` has;
@@ -19,6 +21,7 @@ data of a batch by an optimal-transport plan. Plain PyTorch (and scipy): no Ligh
 from __future__ import annotations
 
 from si_lightning.couplings.base import Batch, Coupling, IndependentCoupling
+from si_lightning.couplings.degradations import Blur, Degradation, Denoising, Rain, floor_untouched, gaussian_filter
 from si_lightning.couplings.images import UPSAMPLING_MODES, Inpainting, SuperResolution, mask_velocity
 from si_lightning.couplings.labels import ClassLabels
 from si_lightning.couplings.masks import MASKS, BoxMask, MaskGenerator, StrokeMask, TileMask, get_mask
@@ -31,16 +34,22 @@ __all__ = [
     "OT_METHODS",
     "UPSAMPLING_MODES",
     "Batch",
+    "Blur",
     "BoxMask",
     "ClassLabels",
     "Coupling",
+    "Degradation",
+    "Denoising",
     "IndependentCoupling",
     "Inpainting",
     "MaskGenerator",
     "MinibatchOT",
+    "Rain",
     "StrokeMask",
     "SuperResolution",
     "TileMask",
+    "floor_untouched",
+    "gaussian_filter",
     "get_coupling",
     "get_mask",
     "mask_velocity",
@@ -52,6 +61,9 @@ COUPLINGS: dict[str, type[Coupling]] = {
     "inpainting": Inpainting,
     "class-labels": ClassLabels,
     "minibatch-ot": MinibatchOT,
+    "denoising": Denoising,
+    "blur": Blur,
+    "rain": Rain,
 }
 
 
