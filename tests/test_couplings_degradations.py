@@ -74,6 +74,7 @@ def test_rain_brightens_streaks_only_and_is_fixed_by_the_seed():
 def test_base_noise_removes_the_kept_mark():
     """With sigma > 0 every pixel of x0 is noised, so no pixel is known (the plain coupling)."""
     x1 = digits()[:512]
+    assert SuperResolution(2, 0.1, keep_floor=True)(x1).cond.keep is None
     batch = Rain(sigma=0.2)(x1, generator=torch.Generator().manual_seed(5))
     assert batch.cond.keep is None
     extra = batch.x0 - batch.cond.channels
@@ -96,7 +97,7 @@ def test_inpainting_with_sigma_zero_starts_hidden_pixels_at_zero():
         (lambda: Rain(streaks=0), "streaks = 0: expected an integer >= 1"),
         (lambda: Rain(width=1.5), r"width = 1.5: expected a number in \(0, 1\]"),
         (lambda: Rain(slant=2.0), r"slant = 2.0: expected an angle in \[-pi/2, pi/2\]"),
-        (lambda: SuperResolution(2, 0.1, keep_floor=True), "keep_floor = True: expected false, or true with sigma = 0"),
+        (lambda: SuperResolution(2, 0.0, keep_floor=1), "keep_floor = 1: expected true or false"),
     ],
 )
 def test_bad_settings_are_one_line_errors(build, message):

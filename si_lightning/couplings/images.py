@@ -23,8 +23,9 @@ class SuperResolution(Coupling):
         factor: the down-sampling factor (an integer >= 2 that divides height and width).
         sigma: the noise level sigma >= 0 added to the up-sampled image.
         mode: the up-sampling U, ``nearest`` or ``bilinear``.
-        keep_floor: mark as known (``cond.keep``) the pixels the floor rule proves untouched: U(D(x1)) = -1
-            there forces x1 = -1 (couplings/degradations.py); for a residual bridge. Needs sigma = 0.
+        keep_floor: with sigma = 0, mark as known (``cond.keep``) the pixels the floor rule proves untouched:
+            U(D(x1)) = -1 there forces x1 = -1 (couplings/degradations.py); for a residual bridge. With
+            sigma > 0 every pixel of x0 is noised and none is marked.
     """
 
     def __init__(self, factor: int = 4, sigma: float = 0.1, mode: str = "bilinear", keep_floor: bool = False) -> None:
@@ -34,8 +35,8 @@ class SuperResolution(Coupling):
             raise ValueError(f"super-resolution sigma must be >= 0, got {sigma!r}")
         if mode not in UPSAMPLING_MODES:
             raise ValueError(f"unknown up-sampling mode {mode!r}; expected one of: {', '.join(UPSAMPLING_MODES)}")
-        if not isinstance(keep_floor, bool) or (keep_floor and sigma != 0):
-            raise ValueError(f"super-resolution keep_floor = {keep_floor!r}: expected false, or true with sigma = 0")
+        if not isinstance(keep_floor, bool):
+            raise ValueError(f"super-resolution keep_floor = {keep_floor!r}: expected true or false")
         self.factor, self.sigma, self.mode, self.keep_floor = factor, float(sigma), mode, keep_floor
 
     def cond_channels(self, data_channels: int) -> int:
@@ -75,7 +76,7 @@ class SuperResolution(Coupling):
         noise_generator: torch.Generator | None = None,
     ) -> Batch:
         mean = self.low_resolution(x1)
-        if self.keep_floor:
+        if self.keep_floor and self.sigma == 0:
             mean, keep = floor_untouched(mean)
             return Batch(mean, x1, Condition(channels=mean, keep=keep))
         x0 = mean + self.sigma * noise(x1, noise_generator or generator)

@@ -48,10 +48,19 @@ class Bridge(Interpolant):
         noise_scale: the scale a of the gamma family (gamma^2 = a t (1 - t) for bbdm; the same a for goub
             and rdbm, whose gamma^2 tends to it as the mean-reversion rate goes to 0). Unused by plain.
         endpoint_eps: as for ``Interpolant``.
+        gaussian_base: must be False (x0 is the degraded image); present because the command line links
+            it from the data's coupling, so a Gaussian coupling is refused here in one line.
     """
 
-    def __init__(self, name: str = "rdbm", noise_scale: float = 0.25, endpoint_eps: float = 1e-3) -> None:
+    def __init__(
+        self, name: str = "rdbm", noise_scale: float = 0.25, endpoint_eps: float = 1e-3, gaussian_base: bool = False
+    ) -> None:
         spec = lookup(BRIDGES, name, "bridge")
+        if gaussian_base:
+            raise ValueError(
+                f"bridge {name!r} joins a degraded image x0 to the clean x1: expected a data-dependent coupling "
+                "(gaussian_base false), got a Gaussian base"
+            )
         super().__init__(
             schedule=spec.schedule,
             gamma=spec.gamma,
