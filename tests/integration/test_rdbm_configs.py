@@ -24,7 +24,6 @@ from si_lightning.data.base import to_model_input
 from si_lightning.metrics import quantize_to_uint8
 from tests.integration.executable import EXECUTABLE, REPOSITORY, last_line, run
 
-EXPERIMENTS = REPOSITORY / "configs" / "experiments"
 STEPS = 3
 SMOKE_SAMPLES = 12
 FIT_LAST_LINE = f"`Trainer.fit` stopped: `max_steps={STEPS}` reached."
@@ -42,12 +41,13 @@ def smoke_overlay(config: Path, directory: Path) -> Path:
     return overlay
 
 
-def fit(configs: list[str], directory: Path) -> Path:
-    """last.ckpt of STEPS steps of the configs (each with its smoke overlay); asserts the run's contract."""
+def fit(configs: list[str], directory: Path, *extra: str) -> Path:
+    """last.ckpt of STEPS steps of the configs (paths from the repository; the first with its smoke overlay) and
+    ``extra`` arguments; asserts the run's contract."""
     arguments = [str(EXECUTABLE), "fit"]
     for name in configs:
-        arguments += ["-c", str(EXPERIMENTS / name)]
-    arguments += ["-c", str(smoke_overlay(EXPERIMENTS / configs[0], directory))]
+        arguments += ["-c", str(REPOSITORY / name)]
+    arguments += ["-c", str(smoke_overlay(REPOSITORY / configs[0], directory)), *extra]
     arguments += ["--trainer.max_steps", str(STEPS), "--trainer.enable_progress_bar", "false"]
     arguments += ["--trainer.default_root_dir", str(directory), "--trainer.logger.init_args.save_dir", str(directory)]
     completed = run(arguments, directory, timeout=240)
@@ -71,7 +71,7 @@ def held_out_digits(count: int) -> torch.Tensor:
 
 @pytest.mark.timeout(420)  # about 50 s on one core: a 3-step fit with its evaluation, and one sample run
 def test_rdbm_deraining_fits_and_restores_inputs_keeping_untouched_pixels_exactly(tmp_path):
-    checkpoint = fit(["digits-rdbm-deraining.yaml"], tmp_path)
+    checkpoint = fit(["configs/experiments/digits-rdbm-deraining.yaml"], tmp_path)
     digits = held_out_digits(6)
     folder = tmp_path / "clean"
     folder.mkdir()
@@ -96,21 +96,27 @@ def test_rdbm_deraining_fits_and_restores_inputs_keeping_untouched_pixels_exactl
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    "configs",
+    ("task", "bridge"),
     [
-        ["digits-rdbm-inpainting.yaml"],
-        ["digits-rdbm-superres.yaml"],
-        ["digits-rdbm-denoising.yaml"],
-        ["digits-rdbm-deraining.yaml", "digits-rdbm-bridge-bbdm.yaml"],
-        ["digits-rdbm-superres.yaml", "digits-rdbm-bridge-goub.yaml"],
-        ["digits-rdbm-inpainting.yaml", "digits-rdbm-bridge-plain.yaml"],
+        ("inpainting", "rdbm"),
+        ("superres", "rdbm"),
+        ("denoising", "rdbm"),
+        ("deraining", "bbdm"),
+        ("superres", "goub"),
+        ("inpainting", "plain"),
+        ("superres", "plain"),
     ],
-    ids=["inpainting", "superres", "denoising", "deraining-bbdm", "superres-goub", "inpainting-plain"],
 )
-def test_every_rdbm_config_and_bridge_switch_fits(configs, tmp_path):
-    """About 40 s each on one core."""
-    checkpoint = fit(configs, tmp_path)
+def test_every_rdbm_config_and_the_bridge_switch_fit(task, bridge, tmp_path):
+    """About 40 s each on one core: bbdm and goub by the one flag, plain by its overlay."""
+    configs = [f"configs/experiments/digits-rdbm-{task}.yaml"]
+    extra = []
+    if bridge == "plain":
+        configs.append("experiments/restoration-bridges/plain.yaml")
+    elif bridge != "rdbm":
+        extra = ["--model.interpolant.init_args.name", bridge]
+    checkpoint = fit(configs, tmp_path, *extra)
     config = yaml.safe_load((checkpoint.parents[1] / "config.yaml").read_text())
-    expected = {"digits-rdbm-bridge-bbdm.yaml": "bbdm", "digits-rdbm-bridge-goub.yaml": "goub"}
-    name = expected.get(configs[-1], "plain" if configs[-1].endswith("plain.yaml") else "rdbm")
-    assert config["model"]["interpolant"]["init_args"]["name"] == name
+    assert config["model"]["interpolant"]["init_args"]["name"] == bridge
+    sigma = config["data"]["init_args"]["coupling"]["init_args"].get("sigma")
+    assert sigma == (0.1 if bridge == "plain" else 0.0)
