@@ -110,11 +110,6 @@ def scores(restored: torch.Tensor, truth: torch.Tensor, untouched: torch.Tensor 
     return result
 
 
-def untouched_pixels(task: str, inputs) -> torch.Tensor | None:
-    """The pixels the degradation left untouched, from the sigma = 0 coupling (None for denoising)."""
-    return inputs.cond.keep
-
-
 def evaluation_inputs(task: str, sigma: float):
     data = DigitsDataModule(image_size=8, batch_size=64, coupling=coupling(task, sigma))
     data.setup("fit")
@@ -139,20 +134,19 @@ def run_bridge(task: str, bridge: str, seed: int, steps: int) -> dict:
         "steps": steps,
         "nfe": result.nfe,
         "training_cpu_seconds": training_cpu,
-        **scores(result.x, inputs.x1, untouched_pixels(task, reference)),
+        # Untouched pixels: cond.keep of the sigma = 0 coupling (None for denoising, which touches every pixel).
+        **scores(result.x, inputs.x1, reference.cond.keep),
     }
 
 
 def knn_restoration(task: str, inputs, train_images: torch.Tensor, neighbours: int = 5) -> torch.Tensor:
     """The mean of the k training images whose degraded version is nearest the input (on known pixels)."""
     degraded = inputs.cond.channels[:, -1:]  # the degraded image (in-painting: the masked image)
-    if task == "superres":
-        candidates = coupling(task, 0.0).low_resolution(train_images)
-    else:
+    if task == "superres":  # compare in the degraded space: U(D(x)) of every training image, all pixels
+        candidates, weight = coupling(task, 0.0).low_resolution(train_images), torch.ones_like(degraded)
+    else:  # in-painting and de-raining: on the known pixels only; denoising: on all
         candidates = train_images
-    weight = torch.ones_like(degraded) if inputs.cond.keep is None else inputs.cond.keep
-    if task == "superres":
-        weight = torch.ones_like(degraded)
+        weight = torch.ones_like(degraded) if inputs.cond.keep is None else inputs.cond.keep
     distance = ((degraded[:, None] - candidates[None]) ** 2 * weight[:, None]).flatten(2).sum(-1)
     nearest = distance.topk(neighbours, largest=False).indices
     return train_images[nearest].mean(1)
