@@ -171,8 +171,9 @@ def test_the_ode_carries_the_exact_marginals_and_keeps_untouched_pixels(name):
 def test_the_sde_samples_the_clean_law_and_keeps_untouched_pixels_exactly(method):
     """The SDE from the degraded x0 itself (t = 1e-3, where V_t is tiny) ends in N(mu, v) on degraded pixels.
 
-    Tolerance: 5 standard errors plus a 3 % discretisation bias on the variance (docs/math.md section 4
-    measures 1 to 2 % narrowing at 250 steps for the exponential method); untouched pixels bit for bit,
+    Tolerance: 5 standard errors on the mean; on the variance 5 standard errors (v sqrt(2 / n), 11 % of v)
+    plus a 3 % discretisation bias (docs/math.md section 4 measures 1 to 2 % narrowing at 250 steps for the
+    exponential method, and the last step starts at t = 0.99); untouched pixels bit for bit,
     through the sampler's noise mask (``frozen_pixels``) and the oracle's b = s = 0 there.
     """
     oracle = make_oracle("rdbm", support_modulation())
@@ -186,7 +187,7 @@ def test_the_sde_samples_the_clean_law_and_keeps_untouched_pixels_exactly(method
     touched = ~UNTOUCHED
     deviation = end[:, touched] - oracle.mean[:, touched]
     target = oracle.variance[touched]
-    assert bool((deviation.mean(0).abs() < 5 * (target / BATCH).sqrt() + 0.03).all()), deviation.mean(0)
+    assert bool((deviation.mean(0).abs() < 5 * (target / BATCH).sqrt()).all()), deviation.mean(0)
     tolerance = 5 * target * math.sqrt(2 / BATCH) + 0.03 * target
     assert bool(((deviation.var(0) - target).abs() < tolerance).all()), (deviation.var(0), target)
 
