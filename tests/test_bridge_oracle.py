@@ -12,7 +12,7 @@ import torch
 
 from si_lightning.analytic_bridge import ResidualBridgeGaussian
 from si_lightning.condition import Condition
-from si_lightning.interpolants import Bridge, interpolant_loss
+from si_lightning.interpolants import Bridge, get_prediction, interpolant_loss, stack_fields
 from si_lightning.sampling import Fields, ODESampler, SDESampler
 from si_lightning.sampling.masked import KeptPixelFields
 
@@ -209,3 +209,23 @@ def test_bad_settings():
         ResidualBridgeGaussian(Bridge("rdbm"), x0, x0 + 1, torch.tensor([0.0, 1.0, 1.0]))
     with pytest.raises(ValueError, match="unknown bridge"):
         Bridge("ddbm")
+
+
+def test_the_library_conversions_give_the_oracles_velocity_and_score_from_drift_and_modulated_denoiser():
+    """velocity+denoiser: b = v + gamma' E[m z | x] and s = -E[m z | x] / gamma (m in {0, 1}) to rounding, with
+    v = alpha' x0 + beta' E[x1 | x] the oracle's drift; on untouched pixels both are 0."""
+    oracle = make_oracle("rdbm", support_modulation(), batch=32)
+    generator = torch.Generator().manual_seed(8)
+    t = 0.05 + 0.9 * torch.rand(32, generator=generator, dtype=torch.float64)
+    x1 = oracle.sample_data(generator)
+    z = torch.randn(32, DIM, generator=generator, dtype=torch.float64)
+    x = oracle.interpolant.sample(oracle.x0, x1, t, z, modulation=support_modulation()).x_t
+    c = oracle.interpolant.coefficients(t)
+    drift = c.alpha_dot[:, None] * oracle.x0 + c.beta_dot[:, None] * oracle.data(t, x)
+    output = stack_fields(drift, oracle.denoiser(t, x))
+    prediction = get_prediction("velocity+denoiser")
+    torch.testing.assert_close(prediction.velocity(oracle.interpolant, t, x, output), oracle.velocity(t, x))
+    score = prediction.score(oracle.interpolant, t, x, output)
+    touched = ~UNTOUCHED
+    torch.testing.assert_close(score[:, touched], oracle.score(t, x)[:, touched])
+    assert bool((score[:, UNTOUCHED] == 0).all()) and bool((oracle.score(t, x)[:, UNTOUCHED] == 0).all())
