@@ -6,8 +6,10 @@ configs/experiments/digits-rdbm-*.yaml for ``--steps`` steps per seed, restores 
 (NFE 19) for every bridge, and measures PSNR and SSIM over all pixels and over the untouched pixels
 (those the degradation provably left as they were: ``cond.keep`` of the sigma = 0 coupling).
 
-    python experiments/restoration-bridges/run.py --steps 150 --seeds 0 1 --out experiments/restoration-bridges/results
-    python experiments/restoration-bridges/table.py experiments/restoration-bridges/results
+    python experiments/restoration-bridges/run.py --steps 100 --seeds 0 1 --baselines --out results
+    python experiments/restoration-bridges/table.py results
+
+(The measured files are in experiments/restoration-bridges/results/, one folder per step count.)
 
 Each (task, bridge, seed) writes one JSON file, so runs can be split over processes and resumed.
 """
@@ -187,7 +189,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     parser.add_argument("--bridges", nargs="+", default=list(BRIDGE_NAMES), choices=BRIDGE_NAMES)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--out", type=Path, required=True, help="folder for the JSON files")
     parser.add_argument("--baselines", action="store_true", help="also the kNN-5 and classical rows")
     options = parser.parse_args()
     options.out.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """The markdown table of experiments/restoration-bridges/README.md from the JSON files of run.py.
 
-    python experiments/restoration-bridges/table.py experiments/restoration-bridges/results
+    python experiments/restoration-bridges/table.py experiments/restoration-bridges/results/100-steps
 
 Per task and method: the mean over seeds and, in brackets, each seed's value; then whether the target holds
 (RDBM exact on untouched pixels and, over all pixels, at least the plain coupling's PSNR for every seed).
@@ -70,4 +70,6 @@ def main(folder: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else Path(__file__).parent / "results"))
+    if len(sys.argv) != 2:
+        sys.exit("usage: table.py FOLDER (the --out folder of run.py)")
+    main(Path(sys.argv[1]))
