@@ -238,8 +238,11 @@ class InterpolantModule(pl.LightningModule):
         own_loss = getattr(self.interpolant, "training_loss", None)
         if own_loss is not None:  # an interpolant with its own objective (si_lightning.forecasting)
             return own_loss(network, x0, x1, t, z), t
-        if cond is not None and cond.keep is not None and self.prediction_name.startswith("velocity"):
+        keep = self.known_pixels(cond)
+        if keep is not None and self.prediction_name.startswith("velocity"):
             network = self._kept_pixels_fixed(network, cond)
+        # A residual bridge puts noise only where the degradation may have changed the image: m = 1 - keep.
+        modulation = None if keep is None or self.interpolant.gamma_family.is_zero else 1 - keep
         loss = interpolant_loss(
             self.interpolant,
             self.prediction,
@@ -250,10 +253,21 @@ class InterpolantModule(pl.LightningModule):
             z,
             antithetic=self.antithetic,
             check_time=False,  # t comes from the time sampler on the valid interval: no host sync per step
+            modulation=modulation,
         )
         if self.reweight_time:
             loss = loss * self.time_sampler.uniform_weight(t, self.train_interval)
         return loss, t
+
+    def known_pixels(self, cond: Condition | None) -> Tensor | None:
+        """``cond.keep`` (batch, 1, ...) when the interpolant never moves known pixels, else None.
+
+        A bridge with noise on every pixel (bbdm, goub) moves known pixels too (x_t = x1 + gamma z there),
+        so for it the mask is ignored; gamma = 0 and a residual-modulated bridge keep them (docs/math.md 8).
+        """
+        if cond is None or cond.keep is None or not self.interpolant.keeps_known_pixels:
+            return None
+        return cond.keep
 
     @staticmethod
     def _kept_pixels_fixed(network: Callable[[Tensor, Tensor], Tensor], cond: Condition) -> Callable:
@@ -396,7 +410,8 @@ class InterpolantModule(pl.LightningModule):
         """Sampler-ready Fields (velocity and score) from the trained network, EMA weights by default.
 
         Classifier-free guidance with w = ``guidance_scale`` (on ``guidance_interval`` of t only, if
-        given); the velocity is zero on pixels a condition marks as known (``cond.keep``, in-painting).
+        given); the velocity is zero on pixels a condition marks as known (``cond.keep``, in-painting), and an
+        SDE adds no noise there, unless the interpolant moves them (a bridge with unmodulated noise).
         """
         backbone = self.weights_backbone(ema)
         fields = NetworkFields(
@@ -407,7 +422,7 @@ class InterpolantModule(pl.LightningModule):
         if guidance_scale is not None:
             num_classes = getattr(backbone, "num_classes", 0)
             fields = GuidedFields(fields, guidance_scale, null_label=num_classes, interval=guidance_interval)
-        return KeptPixelFields(fields)
+        return KeptPixelFields(fields) if self.interpolant.keeps_known_pixels else fields
 
 
 def compile_options(setting: bool | dict[str, Any]) -> dict[str, Any] | None:

@@ -33,6 +33,7 @@ INTERPOLANT_CASES = [
     ("mirror", "brownian", 1.0),
     ("mirror", "quadratic", 1.0),
     ("mirror", "sine-squared", 0.5),
+    ("goub", "goub", 0.5),
 ]
 
 

@@ -164,8 +164,12 @@ def test_inpainting_rejects_bad_settings():
         Inpainting(tiles=50)
     with pytest.raises(ValueError, match="hide_probability must be in \\[0, 1\\], got 1.5"):
         Inpainting(hide_probability=1.5)
-    with pytest.raises(ValueError, match="sigma must be > 0, got 0.0"):
-        Inpainting(sigma=0.0)
+    with pytest.raises(ValueError, match="sigma must be >= 0 .* got -0.5"):
+        Inpainting(sigma=-0.5)
+    with pytest.raises(ValueError, match="a likelihood needs base noise"):
+        coupling = Inpainting(sigma=0.0)
+        batch = coupling(images(size=8), generator=seeded(0))
+        coupling.base_log_prob(batch.x0, batch.cond)
     with pytest.raises(ValueError, match="image size 12x12 is not divisible by the 8x8 grid of 64 tiles"):
         Inpainting(tiles=64)(images(size=12))
     with pytest.raises(ValueError, match="mask_velocity needs in-painting cond.channels"):
@@ -220,11 +224,22 @@ def test_class_labels_reject_bad_settings():
 
 # ---------------------------------------------------------------------------------------------- registry
 def test_registry_builds_by_name_and_lists_names_on_a_miss():
-    expected = {"independent", "super-resolution", "inpainting", "class-labels", "minibatch-ot", "next-state"}
-    assert set(COUPLINGS) == expected
+    assert set(COUPLINGS) == {
+        "independent",
+        "super-resolution",
+        "inpainting",
+        "class-labels",
+        "minibatch-ot",
+        "denoising",
+        "blur",
+        "rain",
+        "next-state",
+    }
     coupling = get_coupling("inpainting", tiles=16, hide_probability=0.5)
     assert isinstance(coupling, Inpainting) and coupling.tiles_per_side == 4
-    with pytest.raises(ValueError, match="unknown coupling 'inpaint'; expected one of: class-labels, independent"):
+    with pytest.raises(
+        ValueError, match="unknown coupling 'inpaint'; expected one of: blur, class-labels, denoising, independent"
+    ):
         get_coupling("inpaint")
 
 

@@ -7,8 +7,9 @@ seed first_seed + i alone), every rank restores its shard with each sampler, and
   truth, each the mean over images of the per-image value;
 - the same for the plain baselines of the coupling (``BASELINES``): bicubic up-sampling for
   super-resolution; for in-painting the noise-filled input x0 and the per-pixel mean of the training
-  images in the hole. In-painting's PSNR is over hidden pixels only (``psnr-hidden``), where the
-  restoration does its work (kept pixels are exact by construction);
+  images in the hole; a Gaussian filter for denoising, and for rain also the training mean on the
+  streaks; the blurred input itself for deblurring. In-painting's PSNR is over hidden pixels only
+  (``psnr-hidden``), where the restoration does its work (kept pixels are exact by construction);
 - the Fréchet distance of restored versus real images in the features of ``extractor``
   (``fid-digits`` for the shipped digits classifier, ``fid`` for InceptionV3);
 - a picture, one row per image: degraded input | k restorations (k noise draws) | ground truth.
@@ -44,7 +45,17 @@ from si_lightning.callbacks.generation import (
 from si_lightning.callbacks.generation import held_out_data as load_held_out
 from si_lightning.callbacks.schedule import PeriodicEvaluation
 from si_lightning.checks import positive_count
-from si_lightning.couplings import Batch, ClassLabels, Coupling, Inpainting, SuperResolution
+from si_lightning.couplings import (
+    Batch,
+    Blur,
+    ClassLabels,
+    Coupling,
+    Denoising,
+    Inpainting,
+    Rain,
+    SuperResolution,
+    gaussian_filter,
+)
 from si_lightning.metrics import build_feature_extractor, extract_features, frechet_distance, metric_name
 from si_lightning.sampling import ODESampler, SDESampler
 
@@ -102,9 +113,31 @@ def inpainting_baselines(coupling: Inpainting, batch: Batch, mean: Tensor) -> tu
     return {"noise-fill": batch.x0, "mean-fill": mean_fill}, ~keep
 
 
+FILTER_WIDTH = 1.0  # the Gaussian filter baseline's standard deviation, in pixels
+
+
+def denoising_baselines(coupling: Denoising, batch: Batch, mean: Tensor) -> tuple[dict, None]:
+    return {"gaussian-filter": gaussian_filter(coupling.degraded(batch), FILTER_WIDTH)}, None
+
+
+def blur_baselines(coupling: Blur, batch: Batch, mean: Tensor) -> tuple[dict, None]:
+    return {"blurred-input": coupling.degraded(batch)}, None
+
+
+def rain_baselines(coupling: Rain, batch: Batch, mean: Tensor) -> tuple[dict, None]:
+    """The Gaussian filter, and the training mean on the streaks as drawn (the pixels A changed)."""
+    degraded = coupling.degraded(batch)
+    streaks = degraded != batch.x1
+    mean_fill = torch.where(streaks, mean.to(degraded).expand_as(degraded), degraded)
+    return {"gaussian-filter": gaussian_filter(degraded, FILTER_WIDTH), "mean-fill": mean_fill}, None
+
+
 BASELINES: dict[type[Coupling], Baselines] = {
     SuperResolution: super_resolution_baselines,
     Inpainting: inpainting_baselines,
+    Denoising: denoising_baselines,
+    Blur: blur_baselines,
+    Rain: rain_baselines,
 }
 
 

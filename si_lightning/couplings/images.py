@@ -9,6 +9,7 @@ from torch import Tensor
 from si_lightning.checks import is_integer
 from si_lightning.condition import Condition
 from si_lightning.couplings.base import Batch, Coupling, gaussian_log_prob, image_shape, noise
+from si_lightning.couplings.degradations import floor_untouched
 from si_lightning.couplings.masks import MaskGenerator, TileMask
 
 UPSAMPLING_MODES = ("nearest", "bilinear")
@@ -23,16 +24,21 @@ class SuperResolution(Coupling):
         factor: the down-sampling factor (an integer >= 2 that divides height and width).
         sigma: the noise level sigma >= 0 added to the up-sampled image.
         mode: the up-sampling U, ``nearest`` or ``bilinear``.
+        keep_floor: with sigma = 0, mark as known (``cond.keep``) the pixels the floor rule proves untouched:
+            U(D(x1)) = -1 there forces x1 = -1 (couplings/degradations.py); for a residual bridge. With
+            sigma > 0 every pixel of x0 is noised and none is marked.
     """
 
-    def __init__(self, factor: int = 4, sigma: float = 0.1, mode: str = "bilinear") -> None:
+    def __init__(self, factor: int = 4, sigma: float = 0.1, mode: str = "bilinear", keep_floor: bool = False) -> None:
         if not is_integer(factor) or factor < 2:
             raise ValueError(f"super-resolution factor must be an integer >= 2, got {factor!r}")
         if not sigma >= 0:
             raise ValueError(f"super-resolution sigma must be >= 0, got {sigma!r}")
         if mode not in UPSAMPLING_MODES:
             raise ValueError(f"unknown up-sampling mode {mode!r}; expected one of: {', '.join(UPSAMPLING_MODES)}")
-        self.factor, self.sigma, self.mode = factor, float(sigma), mode
+        if not isinstance(keep_floor, bool):
+            raise ValueError(f"super-resolution keep_floor = {keep_floor!r}: expected true or false")
+        self.factor, self.sigma, self.mode, self.keep_floor = factor, float(sigma), mode, keep_floor
 
     def cond_channels(self, data_channels: int) -> int:
         return data_channels
@@ -71,6 +77,9 @@ class SuperResolution(Coupling):
         noise_generator: torch.Generator | None = None,
     ) -> Batch:
         mean = self.low_resolution(x1)
+        if self.keep_floor and self.sigma == 0:
+            mean, keep = floor_untouched(mean)
+            return Batch(mean, x1, Condition(channels=mean, keep=keep))
         x0 = mean + self.sigma * noise(x1, noise_generator or generator)
         return Batch(x0, x1, Condition(channels=mean))
 
@@ -109,7 +118,8 @@ class Inpainting(Coupling):
     Args:
         tiles: the number of tiles, a perfect square whose root divides height and width.
         hide_probability: the probability p in [0, 1] that a tile is hidden.
-        sigma: the scale of the noise on hidden pixels (1: the paper's N(0, I)).
+        sigma: the scale of the noise on hidden pixels (1: the paper's N(0, I); 0: they start at 0, as a
+            bridge from the masked image does).
         masks: another mask generator (``BoxMask``, ``StrokeMask``); then tiles and hide_probability are unused.
     """
 
@@ -121,8 +131,8 @@ class Inpainting(Coupling):
             raise ValueError(f"in-painting tiles must be a positive perfect square (64 = 8 x 8), got {tiles!r}")
         if isinstance(hide_probability, bool) or not 0.0 <= hide_probability <= 1.0:
             raise ValueError(f"in-painting hide_probability must be in [0, 1], got {hide_probability!r}")
-        if not sigma > 0:
-            raise ValueError(f"in-painting sigma must be > 0, got {sigma!r}")
+        if not sigma >= 0:
+            raise ValueError(f"in-painting sigma must be >= 0 (0: hidden pixels start at 0), got {sigma!r}")
         if masks is not None and not isinstance(masks, MaskGenerator):
             raise ValueError(f"in-painting masks = {masks!r}: expected a MaskGenerator (TileMask, BoxMask, StrokeMask)")
         self.tiles, self.hide_probability, self.sigma = tiles, float(hide_probability), float(sigma)
@@ -158,6 +168,8 @@ class Inpainting(Coupling):
 
     def base_log_prob(self, x0: Tensor, cond: Condition) -> tuple[Tensor, Tensor]:
         """log N(x0; 0, sigma^2 I) over the hidden dimensions only (kept ones are copies of x1, never moved)."""
+        if self.sigma == 0:
+            raise ValueError("in-painting sigma = 0.0: a likelihood needs base noise, expected sigma > 0")
         return gaussian_log_prob(x0, self.sigma, 1 - cond.keep)
 
     def degraded(self, batch: Batch) -> Tensor:

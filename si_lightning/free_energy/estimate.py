@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from si_lightning.checks import lookup
+from si_lightning.checks import lookup, positive_float, positive_int
 from si_lightning.free_energy.averages import BAR_SOLVERS, Estimate, backward_estimate, forward_estimate
 from si_lightning.free_energy.energies import CountedEnergy, Energy
 from si_lightning.free_energy.thermodynamic import thermodynamic_integration
 from si_lightning.free_energy.works import transport_works
-from si_lightning.sampling.checks import positive_float, positive_int
 from si_lightning.sampling.fields import Fields
 from si_lightning.sampling.ode import ODESampler
 from si_lightning.sampling.seeds import GeneratorArgument

@@ -1,5 +1,6 @@
 """Interpolants, their losses, time samplers and conversions: plain PyTorch, no Lightning."""
 
+from si_lightning.interpolants.bridges import BRIDGES, Bridge, BridgeSpec
 from si_lightning.interpolants.gamma import GAMMAS, Gamma
 from si_lightning.interpolants.interpolant import (
     Coefficients,
@@ -14,10 +15,13 @@ from si_lightning.interpolants.schedules import SCHEDULES, Schedule
 from si_lightning.interpolants.time_samplers import TIME_SAMPLERS, LogitNormalTime, TimeSampler, UniformTime
 
 __all__ = [
+    "BRIDGES",
     "GAMMAS",
     "PREDICTIONS",
     "SCHEDULES",
     "TIME_SAMPLERS",
+    "Bridge",
+    "BridgeSpec",
     "Coefficients",
     "Gamma",
     "Interpolant",

@@ -84,6 +84,36 @@ class SineSquared(Gamma):
         return self.scale
 
 
+GOUB_RATE = 3.0  # theta_bar: the total mean-reversion of the generalized OU bridge (schedule and gamma "goub")
+
+
+class OrnsteinUhlenbeckBridge(Gamma):
+    """gamma^2 = a sinh(L t) sinh(L (1 - t)) / (L sinh L), L = ``GOUB_RATE``: the noise of the GOUB bridge.
+
+    The variance of an Ornstein-Uhlenbeck process of constant mean-reversion rate (total L over the unit
+    interval) pinned at both ends, in this time convention (docs/math.md section 11). As L -> 0 it is the
+    Brownian a t (1 - t). gamma gamma' = a sinh(L (1 - 2t)) / (2 sinh L), finite at the ends where gamma'
+    is infinite: a / 2 at t = 0 and -a / 2 at t = 1, as for the Brownian family.
+    """
+
+    singular_at_ends = True
+    rate: float = GOUB_RATE
+
+    def variance(self, t: Tensor) -> Tensor:
+        rate = self.rate
+        return self.scale * torch.sinh(rate * t) * torch.sinh(rate * (1 - t)) / (rate * math.sinh(rate))
+
+    def __call__(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        gamma = torch.sqrt(self.variance(t))
+        return gamma, self.gamma_gamma_dot(t) / gamma
+
+    def gamma_gamma_dot(self, t: Tensor) -> Tensor:
+        return self.scale * torch.sinh(self.rate * (1 - 2 * t)) / (2 * math.sinh(self.rate))
+
+    def maximum(self) -> float:
+        return math.sqrt(self.scale * math.sinh(self.rate / 2) ** 2 / (self.rate * math.sinh(self.rate)))
+
+
 class Zero(Gamma):
     """gamma = 0: no latent noise (deterministic or one-sided interpolants)."""
 
@@ -103,5 +133,6 @@ GAMMAS: dict[str, type[Gamma]] = {
     "brownian": Brownian,
     "quadratic": Quadratic,
     "sine-squared": SineSquared,
+    "goub": OrnsteinUhlenbeckBridge,
     "zero": Zero,
 }

@@ -6,7 +6,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -74,8 +74,9 @@ class Coefficients:
 class InterpolantSample:
     """One draw of the interpolant with its regression targets; every tensor is (batch, ...).
 
-    ``noise`` is the Gaussian variable the denoiser predicts: z for a two-sided interpolant,
-    x0 for a one-sided one; ``noise_scale`` (batch,) multiplies it in x_t (gamma or alpha).
+    ``noise`` is the Gaussian variable the denoiser predicts: z for a two-sided interpolant (m z with a
+    per-pixel modulation m, docs/math.md section 11), x0 for a one-sided one; ``noise_scale`` (batch,)
+    multiplies it in x_t (gamma or alpha). ``modulation`` is m (broadcastable to x0) or None (m = 1).
     """
 
     t: Tensor
@@ -87,6 +88,7 @@ class InterpolantSample:
     interpolant_derivative: Tensor  # alpha' x0 + beta' x1, the target of v
     noise: Tensor
     noise_scale: Tensor
+    modulation: Tensor | None = None
 
 
 class Interpolant:
@@ -103,6 +105,8 @@ class Interpolant:
         endpoint_eps: how far inside [0, 1] the valid interval starts or ends where a
             coefficient derivative (or, for ``valid_interval(need_score=True)``, the score) is singular.
     """
+
+    modulated: bool = False  # a residual bridge: the noise is modulated by 1 - cond.keep (bridges.py)
 
     def __init__(
         self,
@@ -140,6 +144,15 @@ class Interpolant:
         return self.schedule.one_sided or (
             self.gamma_family.is_zero and self.gaussian_base and not self.schedule.base_absent
         )
+
+    @property
+    def keeps_known_pixels(self) -> bool:
+        """Whether pixels marked known (``cond.keep`` = 1, x0 = x1 there) never move: x_t = x1 at every t.
+
+        True with gamma = 0 (no noise anywhere) or a modulated bridge (no noise where keep = 1); then the
+        velocity is zero there and the noise is modulated by m = 1 - keep. Needs alpha + beta = 1.
+        """
+        return self.gamma_family.is_zero or self.modulated
 
     @property
     def score_defined(self) -> bool:
@@ -185,7 +198,13 @@ class Interpolant:
             raise ValueError(f"t = {value!r} is outside {where}")
 
     def sample(
-        self, x0: Tensor, x1: Tensor, t: Tensor, z: Tensor | None = None, check_time: bool = True
+        self,
+        x0: Tensor,
+        x1: Tensor,
+        t: Tensor,
+        z: Tensor | None = None,
+        check_time: bool = True,
+        modulation: Tensor | None = None,
     ) -> InterpolantSample:
         """Draw x_t and its regression targets.
 
@@ -196,6 +215,9 @@ class Interpolant:
             z: latent noise like x0; drawn with ``torch.randn_like`` when None.
             check_time: verify t (one host sync); a training loop whose t comes from a TimeSampler on
                 the valid interval turns it off.
+            modulation: the per-pixel noise modulation m >= 0 of a residual bridge (docs/math.md section 11),
+                broadcastable to x0 (batch, 1 or C, ...): x_t = alpha x0 + beta x1 + gamma m z, and the
+                noise the denoiser predicts is m z. None: m = 1.
         """
         if x0.shape != x1.shape:
             raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
@@ -205,6 +227,10 @@ class Interpolant:
             raise ValueError(f"z must have the shape of x0 {tuple(x0.shape)}, got {tuple(z.shape)}")
         if check_time:
             self.check_time(t)
+        if modulation is not None:
+            if self.one_sided:
+                raise ValueError(f"a noise modulation needs a two-sided interpolant with gamma > 0, got {self!r}")
+            z = modulation * z
         c = self.coefficients(t)
         alpha, beta, gamma = (broadcast_time(v, x0) for v in (c.alpha, c.beta, c.gamma))
         alpha_dot, beta_dot, gamma_dot = (broadcast_time(v, x0) for v in (c.alpha_dot, c.beta_dot, c.gamma_dot))
@@ -223,10 +249,13 @@ class Interpolant:
             interpolant_derivative=derivative,
             noise=x0 if self.one_sided else z,
             noise_scale=self.noise_scale(c),
+            modulation=modulation,
         )
 
     def antithetic(self, sample: InterpolantSample) -> InterpolantSample:
         """The twin draw with the Gaussian noise negated ([U] section 6.1): x_t^- = I - gamma z."""
         if self.one_sided:
             return self.sample(-sample.x0, sample.x1, sample.t, sample.z, check_time=False)
-        return self.sample(sample.x0, sample.x1, sample.t, -sample.z, check_time=False)
+        # sample.z is already m z: the twin's z is -m z and it is not modulated a second time.
+        twin = self.sample(sample.x0, sample.x1, sample.t, -sample.z, check_time=False)
+        return twin if sample.modulation is None else replace(twin, modulation=sample.modulation)

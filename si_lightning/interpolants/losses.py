@@ -28,16 +28,18 @@ def interpolant_loss(
     z: Tensor | None = None,
     antithetic: bool = False,
     check_time: bool = True,
+    modulation: Tensor | None = None,
 ) -> Tensor:
     """Per-sample loss (batch,) of ``network`` for ``prediction`` at x_t drawn from (x0, x1, t, z).
 
     With ``antithetic`` the loss is averaged over x_t^+ = I + gamma z and x_t^- = I - gamma z
     (for a one-sided interpolant, x0 and -x0), which keeps the variance of the score and
     velocity losses bounded as gamma -> 0. Callers weight or bin the per-sample values by t.
-    ``check_time=False`` skips the host-syncing check of t (for t drawn by a TimeSampler).
+    ``check_time=False`` skips the host-syncing check of t (for t drawn by a TimeSampler). ``modulation``
+    is a residual bridge's per-pixel noise modulation m (``Interpolant.sample``).
     """
     prediction = get_prediction(prediction)
-    sample = interpolant.sample(x0, x1, t, z, check_time=check_time)
+    sample = interpolant.sample(x0, x1, t, z, check_time=check_time, modulation=modulation)
     loss = prediction.loss(network(sample.x_t, t), sample)
     if antithetic:
         twin = interpolant.antithetic(sample)

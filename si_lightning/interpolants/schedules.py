@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from si_lightning.interpolants.gamma import GOUB_RATE
+
 
 class AlphaBeta(NamedTuple):
     """alpha, beta, their derivatives and alpha alpha', each shaped like t."""
@@ -172,6 +174,24 @@ class VariancePreserving(Schedule):
         return AlphaBeta(alpha, beta, alpha_alpha_dot / alpha, beta * rate, alpha_alpha_dot)
 
 
+class OrnsteinUhlenbeckBridgeMean(Schedule):
+    """goub: beta = sinh(L t) / sinh L, alpha = 1 - beta, L = ``GOUB_RATE`` (docs/math.md section 11).
+
+    The mean of the generalized Ornstein-Uhlenbeck bridge (GOUB) between a degraded image x0 (t = 0) and
+    the clean x1 (t = 1) with a constant mean-reversion rate: it stays near x0 longer than the linear
+    schedule and turns to x1 late. alpha + beta = 1 exactly, so a pixel with x0 = x1 has the mean x1 at
+    every t. As L -> 0 it is the linear schedule (the Brownian bridge of BBDM).
+    """
+
+    default_gamma = "goub"
+    rate: float = GOUB_RATE
+
+    def __call__(self, t: Tensor, gamma: Tensor, gamma_gamma_dot: Tensor) -> AlphaBeta:
+        beta = torch.sinh(self.rate * t) / math.sinh(self.rate)
+        beta_dot = self.rate * torch.cosh(self.rate * t) / math.sinh(self.rate)
+        return AlphaBeta(1 - beta, beta, -beta_dot, beta_dot)
+
+
 class Mirror(Schedule):
     """alpha = 0 (x0 = x1), beta = 1, gamma > 0: rho0 = rho1 and b = gamma' eta_z."""
 
@@ -194,4 +214,5 @@ SCHEDULES: dict[str, type[Schedule]] = {
     "sbdm": ScoreBasedDiffusion,
     "vp": VariancePreserving,
     "mirror": Mirror,
+    "goub": OrnsteinUhlenbeckBridgeMean,
 }

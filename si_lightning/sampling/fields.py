@@ -67,6 +67,13 @@ class Fields(ABC):
         velocity, score = self.velocity_and_score(t, x, cond)
         return velocity + _per_sample(weight, x) * score
 
+    def frozen_pixels(self, cond: Condition | None) -> Tensor | None:
+        """Pixels (batch, 1, ...) in {0, 1} that a sampler must never move (1), or None: all may move.
+
+        Fields whose b and s are zero there (``KeptPixelFields``) say so, so that an SDE adds no noise there.
+        """
+        return None
+
     def valid_interval(self, need_score: bool = False) -> tuple[float, float]:
         """[t_min, t_max] on which the fields (and the score, if ``need_score``) are finite."""
         return self.interpolant.valid_interval(need_score) if self.interpolant is not None else (0.0, 1.0)
@@ -259,6 +266,9 @@ class FieldsWrapper(Fields):
 
     def valid_interval(self, need_score: bool = False) -> tuple[float, float]:
         return self.fields.valid_interval(need_score)
+
+    def frozen_pixels(self, cond: Condition | None) -> Tensor | None:
+        return self.fields.frozen_pixels(cond)
 
 
 class CountedFields(FieldsWrapper):

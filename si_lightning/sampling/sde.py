@@ -201,9 +201,15 @@ class SDESampler:
         def drift(t: Tensor, state: Tensor, weight: Tensor) -> Tensor:
             return counted.velocity_plus_score(batch_time(t, state.shape[0]), state, cond, weight)
 
+        # Pixels the fields never move (b = s = 0 there, a residual bridge's untouched pixels) get no noise.
+        frozen = counted.frozen_pixels(cond)
+        frozen = None if frozen is None else frozen.bool()
         monitor = FiniteMonitor(x.device)
         for index in range(self.steps):
-            x = self.method.step(drift, plan, index, x, noise.normal_like(x))
+            increment = noise.normal_like(x)
+            if frozen is not None:
+                increment = torch.where(frozen, torch.zeros_like(increment), increment)
+            x = self.method.step(drift, plan, index, x, increment)
             monitor.update(index, (x,))
         monitor.check(grid, what)
         if not forward:
