@@ -9,12 +9,13 @@ with A < 0 (every step a decay) and delta > 0 depending on the input (the "selec
 Shapes throughout: u, delta (batch, L, E); A (E, N); B, C (batch, L, N); D (E,) -> y (batch, L, E).
 
 ``selective_scan_chunked`` cuts the tokens into chunks of T. Inside a chunk it works in log space: with the
-cumulative log-decay S[t] = sum_{r <= t} delta[r] A, the transfer from token s to token t >= s is
-exp(S[t] - S[s]) (a difference taken before the exponential, so it never overflows), and every state of the
-chunk is one contraction over s. Across chunks the last state is carried sequentially. With gradients on,
-each chunk is recomputed in the backward pass (activation checkpointing), so what stays in memory is the
-inputs and one (batch, E, N) state per chunk: linear in L, and the (T, T, E, N) transfer exists for one
-chunk at a time. ``selective_scan_reference`` is the recurrence token by token, for tests.
+cumulative log-decay S[t] = sum_{r <= t} delta[r] A, the state is h[t] = sum_{s <= t} exp(S[t] - S[s]) x[s],
+x = delta B u, and the sum over s is a cumulative log-sum-exp of log|x[s]| - S[s] (one for each sign of x),
+so it is parallel over the chunk and never overflows. Across chunks the last state is carried
+sequentially; the chunk bounds |S|, and with it the float32 rounding of the log-space terms (relative error
+about |S| * 2^-24). With gradients on, each chunk is recomputed in the backward pass (activation
+checkpointing), so what stays in memory is the inputs and one (batch, E, N) state per chunk: linear in L.
+``selective_scan_reference`` is the recurrence token by token, for tests.
 
 ``selective_scan`` uses mamba-ssm's fused CUDA kernel when that package imports and the tensors are on a
 GPU (the optional extra ``zigma``), and the chunked form everywhere else.
@@ -53,21 +54,30 @@ def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: 
 def scan_chunk(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
     """One chunk of T tokens from the carried state (batch, E, N) -> (sum_n C h (batch, T, E), last state).
 
-    h[t] = exp(S[t]) h_in + sum_{s <= t} exp(S[t] - S[s]) delta[s] B[s] u[s], S the cumulative log-decay.
+    h[t] = exp(S[t]) h_in + sum_{s <= t} exp(S[t] - S[s]) x[s] with x = delta B u and S the cumulative
+    log-decay. The sum is taken in log space: log sum_{s <= t} exp(log|x[s]| - S[s]) is a cumulative
+    log-sum-exp (stable: it subtracts its running maximum), done separately for the positive and the
+    negative x, and S[t] is added before the one exponential, so no exp(-S) is ever formed.
     """
-    length = u.shape[1]
-    cumulative = torch.cumsum(delta[..., None] * A, dim=1)  # (batch, T, E, N), non-increasing in T
-    causal = torch.ones(length, length, dtype=torch.bool, device=u.device).tril()
-    # Pairs s > t get -inf before the exponential: a transfer of exactly 0, and a zero gradient.
-    pairwise = cumulative[:, :, None] - cumulative[:, None, :]  # (batch, t, s, E, N)
-    transfer = pairwise.masked_fill(~causal[None, :, :, None, None], float("-inf")).exp()
-    drive = (delta * u)[..., None] * B[:, :, None, :]  # (batch, s, E, N)
-    states = torch.einsum("btsen,bsen->bten", transfer, drive) + cumulative.exp() * state[:, None]
+    cumulative = torch.cumsum(delta[..., None] * A, dim=1)  # S (batch, T, E, N): non-increasing in T
+    drive = (delta * u)[..., None] * B[:, :, None, :]  # x (batch, T, E, N)
+    # log 0 is a finite floor, not -inf: exp(floor + anything in range) is exactly 0 and every gradient
+    # stays finite (the where() keeps log's 1 / x away from x = 0).
+    floor = torch.finfo(drive.dtype).min / 8
+    nonzero = drive != 0
+    shifted = torch.log(torch.where(nonzero, drive.abs(), 1.0)) - cumulative
+    log_positive = torch.logcumsumexp(torch.where(drive > 0, shifted, floor), dim=1)
+    log_negative = torch.logcumsumexp(torch.where(drive < 0, shifted, floor), dim=1)
+    states = (
+        torch.exp(cumulative + log_positive)
+        - torch.exp(cumulative + log_negative)
+        + torch.exp(cumulative) * state[:, None]
+    )
     return torch.einsum("bten,btn->bte", states, C), states[:, -1]
 
 
 def selective_scan_chunked(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int = 16
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int = 32
 ) -> Tensor:
     """The chunked parallel scan (module docstring); (batch, L, E) -> (batch, L, E) in u's dtype.
 
@@ -97,7 +107,7 @@ def fused_kernel_applies(u: Tensor) -> bool:
 
 
 def selective_scan(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int = 16
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int = 32
 ) -> Tensor:
     """The selective scan (module docstring); (batch, L, E) -> (batch, L, E), fused on CUDA when available."""
     if fused_kernel_applies(u):
