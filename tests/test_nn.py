@@ -247,6 +247,7 @@ CONSTRUCTION_ERRORS = [
     (lambda: build("zigma", hidden_size=None), r"ZigMa with preset=None needs depth and hidden_size; missing"),
     (lambda: build("zigma", hidden_size=30), r"ZigMa hidden_size must be divisible by 4, got hidden_size=30"),
     (lambda: build("zigma", chunk_size=0), r"ZigMa expects chunk_size to be an int >= 1, got 0"),
+    (lambda: build("zigma", chunk_size=64), r"ZigMa expects chunk_size <= 32 \(the scan's float64 range\), got 64"),
     (lambda: ZigMa.from_name("ZigMa-S/3", data_shape=(3, 8, 8)), r"unknown ZigMa model 'ZigMa-S/3'"),
     (lambda: MLP(data_shape=(3, 8, 8)), r"MLP expects data_shape \(d,\) .* got \(3, 8, 8\)"),
     (lambda: build("mlp", num_classes=-1), r"num_classes to be an int >= 0, got -1"),

@@ -8,12 +8,16 @@ For channels e and state entries n the recurrence over tokens l = 1..L is
 with A < 0 (every step a decay) and delta > 0 depending on the input (the "selective" part).
 Shapes throughout: u, delta (batch, L, E); A (E, N); B, C (batch, L, N); D (E,) -> y (batch, L, E).
 
-``selective_scan_chunked`` cuts the tokens into chunks of T. Inside a chunk it works in log space: with the
-cumulative log-decay S[t] = sum_{r <= t} delta[r] A, the state is h[t] = sum_{s <= t} exp(S[t] - S[s]) x[s],
-x = delta B u, and the sum over s is a cumulative log-sum-exp of log|x[s]| - S[s] (one for each sign of x),
-so it is parallel over the chunk and never overflows. Across chunks the last state is carried
-sequentially; the chunk bounds |S|, and with it the float32 rounding of the log-space terms (relative error
-about |S| * 2^-24). With gradients on, each chunk is recomputed in the backward pass (activation
+``selective_scan_chunked`` cuts the tokens into chunks of T <= 32. Inside a chunk it works with log-space
+cumulative sums: with the cumulative log-decay S[t] = sum_{r <= t} delta[r] A, the state is
+
+    h[t] = exp(S[t]) h_in + exp(S[t] - c) * sum_{s <= t} exp(c - S[s]) x[s],   x = delta B u,
+
+one cumulative sum over the chunk, parallel in t. The factors exp(S[t] - c) and exp(c - S[s]) are taken
+about the chunk's centre c = S[T] / 2, in float64, so they stay finite while |S| <= 2 * 709: each token's
+log-decay is floored at -37 (exp(-37) < 2^-53: a smaller factor would change nothing in float64), so a
+chunk of 32 has |S| <= 1184 and factors within exp(+-592). Across chunks the last state is carried
+sequentially. With gradients on, each chunk is recomputed in the backward pass (activation
 checkpointing), so what stays in memory is the inputs and one (batch, E, N) state per chunk: linear in L.
 ``selective_scan_reference`` is the recurrence token by token, for tests.
 
@@ -33,8 +37,14 @@ except (ImportError, OSError):  # not installed, or built for another CUDA/torch
     fused_selective_scan = None
 
 
-def scan_dtype(u: Tensor) -> torch.dtype:
-    """float64 for float64 inputs, float32 otherwise: the cumulative decays are never summed in half precision."""
+# exp(-37) = 8.5e-17 < 2^-53: a token that decays the state by more leaves it below float64's rounding.
+LOG_DECAY_FLOOR = -37.0
+# |S| <= 37 * 32 = 1184 in a chunk; about its centre the factors stay within exp(+-592) < exp(709).
+MAX_CHUNK_SIZE = 32
+
+
+def output_dtype(u: Tensor) -> torch.dtype:
+    """float64 for float64 inputs, float32 otherwise: the scan's output is never rounded to half precision."""
     return torch.promote_types(u.dtype, torch.float32)
 
 
@@ -52,52 +62,46 @@ def selective_scan_reference(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: 
 
 
 def scan_chunk(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state: Tensor) -> tuple[Tensor, Tensor]:
-    """One chunk of T tokens from the carried state (batch, E, N) -> (sum_n C h (batch, T, E), last state).
+    """One chunk of T tokens from the carried state (batch, E, N), float64 -> (sum_n C h (batch, T, E), last state).
 
-    h[t] = exp(S[t]) h_in + sum_{s <= t} exp(S[t] - S[s]) x[s] with x = delta B u and S the cumulative
-    log-decay. The sum is taken in log space: log sum_{s <= t} exp(log|x[s]| - S[s]) is a cumulative
-    log-sum-exp (stable: it subtracts its running maximum), done separately for the positive and the
-    negative x, and S[t] is added before the one exponential, so no exp(-S) is ever formed.
+    The output has u's dtype promoted to float32; the state stays float64 (module docstring).
     """
-    cumulative = torch.cumsum(delta[..., None] * A, dim=1)  # S (batch, T, E, N): non-increasing in T
-    drive = (delta * u)[..., None] * B[:, :, None, :]  # x (batch, T, E, N)
-    # log 0 is a finite floor, not -inf: exp(floor + anything in range) is exactly 0 and every gradient
-    # stays finite (the where() keeps log's 1 / x away from x = 0).
-    floor = torch.finfo(drive.dtype).min / 8
-    nonzero = drive != 0
-    shifted = torch.log(torch.where(nonzero, drive.abs(), 1.0)) - cumulative
-    log_positive = torch.logcumsumexp(torch.where(drive > 0, shifted, floor), dim=1)
-    log_negative = torch.logcumsumexp(torch.where(drive < 0, shifted, floor), dim=1)
-    states = (
-        torch.exp(cumulative + log_positive)
-        - torch.exp(cumulative + log_negative)
-        + torch.exp(cumulative) * state[:, None]
-    )
-    return torch.einsum("bten,btn->bte", states, C), states[:, -1]
+    dtype = state.dtype
+    u64, delta64, A64, B64, C64 = (tensor.to(dtype) for tensor in (u, delta, A, B, C))
+    log_decay = (delta64[..., None] * A64).clamp_min(LOG_DECAY_FLOOR)  # (batch, T, E, N), <= 0
+    cumulative = torch.cumsum(log_decay, dim=1)  # S: non-increasing in T
+    centre = cumulative[:, -1:] / 2
+    drive = (delta64 * u64)[..., None] * B64[:, :, None, :]  # x (batch, T, E, N)
+    gathered = torch.cumsum(torch.exp(centre - cumulative) * drive, dim=1)
+    states = torch.exp(cumulative - centre) * gathered + torch.exp(cumulative) * state[:, None]
+    output = torch.einsum("bten,btn->bte", states, C64)
+    return output.to(output_dtype(u)), states[:, -1]
 
 
 def selective_scan_chunked(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int = 32
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int = MAX_CHUNK_SIZE
 ) -> Tensor:
     """The chunked parallel scan (module docstring); (batch, L, E) -> (batch, L, E) in u's dtype.
 
-    Computed in float32 (float64 for float64 inputs) with autocast off, whatever the caller's precision.
+    Autocast is off inside: the chunks run in float64 and the output is summed in float32 (float64 for
+    float64 inputs) whatever the caller's precision, then cast to u's dtype.
     """
-    dtype = scan_dtype(u)
+    if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
+        raise ValueError(f"the selective scan's chunk_size must be in [1, {MAX_CHUNK_SIZE}], got {chunk_size!r}")
     with torch.autocast(device_type=u.device.type, enabled=False):
-        u32, delta32, A32, B32, C32 = (tensor.to(dtype) for tensor in (u, delta, A, B, C))
         batch, length, channels = u.shape
-        state = u32.new_zeros(batch, channels, A.shape[1])
+        state = torch.zeros(batch, channels, A.shape[1], dtype=torch.float64, device=u.device)
         outputs = []
         for start in range(0, length, chunk_size):
             part = slice(start, start + chunk_size)
-            inputs = (u32[:, part], delta32[:, part], A32, B32[:, part], C32[:, part], state)
+            inputs = (u[:, part], delta[:, part], A, B[:, part], C[:, part], state)
             if torch.is_grad_enabled():
                 output, state = checkpoint(scan_chunk, *inputs, use_reentrant=False, preserve_rng_state=False)
             else:
                 output, state = scan_chunk(*inputs)
             outputs.append(output)
-        y = torch.cat(outputs, dim=1) + u32 * D.to(dtype)
+        dtype = output_dtype(u)
+        y = torch.cat(outputs, dim=1) + u.to(dtype) * D.to(dtype)
     return y.to(u.dtype)
 
 
@@ -107,7 +111,7 @@ def fused_kernel_applies(u: Tensor) -> bool:
 
 
 def selective_scan(
-    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int = 32
+    u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor, chunk_size: int = MAX_CHUNK_SIZE
 ) -> Tensor:
     """The selective scan (module docstring); (batch, L, E) -> (batch, L, E), fused on CUDA when available."""
     if fused_kernel_applies(u):

@@ -24,7 +24,7 @@ from si_lightning.condition import Condition
 from si_lightning.nn.backbone import Backbone
 from si_lightning.nn.dit import FinalLayer, modulate, sincos_position_embedding
 from si_lightning.nn.embeddings import LabelEmbedding, TimeEmbedding
-from si_lightning.nn.selective_scan import selective_scan
+from si_lightning.nn.selective_scan import MAX_CHUNK_SIZE, selective_scan
 from si_lightning.nn.zigzag import NUM_ZIGZAG_PATHS, zigzag_paths
 from si_lightning.registry import lookup
 
@@ -121,8 +121,8 @@ class ZigMa(Backbone):
 
     ``preset`` ("S", "B", "L", "XL") fixes depth and hidden_size; either given explicitly overrides the
     preset's value, and with ``preset=None`` both are required. ``state_size`` (N), ``expand`` (E / width)
-    and ``conv_size`` are Mamba's; ``chunk_size`` is the chunk of the plain-PyTorch scan (longer chunks: fewer
-    sequential steps, more float32 rounding in the log-space sums).
+    and ``conv_size`` are Mamba's; ``chunk_size`` (at most 32) is the chunk of the plain-PyTorch scan: longer
+    chunks take fewer sequential steps.
     """
 
     def __init__(
@@ -153,6 +153,10 @@ class ZigMa(Backbone):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ZigMa expects {key} to be an int >= 1, got {value!r}")
+        if chunk_size > MAX_CHUNK_SIZE:
+            raise ValueError(
+                f"ZigMa expects chunk_size <= {MAX_CHUNK_SIZE} (the scan's float64 range), got {chunk_size}"
+            )
         if height % patch_size != 0 or width % patch_size != 0:
             raise ValueError(
                 f"ZigMa patch_size={patch_size} must divide the image size, got height {height} and width {width} "
