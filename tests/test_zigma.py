@@ -208,13 +208,16 @@ def test_block_i_reads_the_tokens_along_path_i_mod_8():
         torch.testing.assert_close(mixer_inputs[index], row_major[:, paths[index % 8]], rtol=0, atol=0)
 
 
-def test_zigma_s2_has_about_dit_s2_parameters():
-    """Twice DiT's depth at its width: within 10 % of DiT's count at ImageNet-256 latents (4, 32, 32)."""
+@pytest.mark.parametrize(("preset", "millions"), [("S", 34.7), ("B", 135.8), ("L", 475.6), ("XL", 700.2)])
+def test_zigma_presets_have_about_dit_parameters(preset, millions):
+    """Twice DiT's depth at its width: within 10 % of DiT's count at ImageNet-256 latents (4, 32, 32), 1000
+    classes; the counts are the ones the module docstring gives. Built on the meta device."""
     with torch.device("meta"):
-        zigma = ZigMa.from_name("ZigMa-S/2", data_shape=(4, 32, 32), num_classes=1000, out_channels=8)
-        dit = DiT.from_name("DiT-S/2", data_shape=(4, 32, 32), num_classes=1000, out_channels=8)
+        zigma = ZigMa.from_name(f"ZigMa-{preset}/2", data_shape=(4, 32, 32), num_classes=1000, out_channels=8)
+        dit = DiT.from_name(f"DiT-{preset}/2", data_shape=(4, 32, 32), num_classes=1000, out_channels=8)
     assert count_parameters(zigma) / count_parameters(dit) == pytest.approx(1.0, abs=0.1)
-    assert len(ZIGMA_MODELS) == 12 and (zigma.depth, zigma.hidden_size, zigma.patch_size) == (24, 384, 2)
+    assert count_parameters(zigma) / 1e6 == pytest.approx(millions, abs=0.05)
+    assert len(ZIGMA_MODELS) == 12 and (zigma.depth, zigma.patch_size) == (2 * dit.depth, 2)
 
 
 def test_bf16_autocast_forward_and_backward_on_the_cpu():

@@ -7,7 +7,8 @@ row-major order, so every layer sees spatial neighbours as sequence neighbours, 
 at no parameter cost.
 
 Presets S/B/L/XL keep DiT's widths with twice the depth: a Mamba block with adaLN (about 9 width^2
-parameters) is half a DiT block (about 18 width^2), so ``ZigMa-S/2`` has about DiT-S/2's parameters.
+parameters) is half a DiT block (about 18 width^2), so a preset has about DiT's parameters: at 256x256
+(latent 4x32x32, 1000 classes) S/2 34.7M, B/2 135.8M, L/2 475.6M, XL/2 700.2M (DiT: 33M, 130M, 458M, 675M).
 """
 
 from __future__ import annotations
