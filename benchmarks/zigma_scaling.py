@@ -178,6 +178,8 @@ def main() -> None:
         model, side = arguments.worker
         print(json.dumps(measure(model, int(side), arguments)))
         return
+    if len(arguments.tokens) < 2:
+        raise SystemExit("error: --tokens: at least two token counts (the growth exponent is a slope)")
     for tokens in arguments.tokens:
         if math.isqrt(tokens) ** 2 != tokens:
             raise SystemExit(f"error: --tokens {tokens}: a square number (side x side patches of size 1)")

@@ -15,6 +15,7 @@ from si_lightning.nn import ZIGMA_MODELS, DiT, ZigMa, count_parameters
 from si_lightning.nn.dit import modulate
 from si_lightning.nn.selective_scan import (
     fused_kernel_applies,
+    scan_chunk,
     selective_scan,
     selective_scan_chunked,
     selective_scan_reference,
@@ -242,3 +243,12 @@ def test_paths_are_buffers_outside_the_checkpoint():
     model = tiny()
     assert "paths" not in model.state_dict() and "inverse_paths" not in model.state_dict()
     assert model.paths.shape == (8, 16) and model.paths.dtype == torch.long
+
+
+def test_the_carried_state_owns_its_memory():
+    """The state passed to the next chunk is a copy: a view of the chunk's (batch, T, E, N) states would keep
+    every chunk's states alive until backward, memory (L, E, N) where the scan promises (L, E)."""
+    u, delta, A, B, C, _ = scan_inputs(1, 8, 3, 2, torch.float32)
+    state = torch.zeros(1, 3, 2, dtype=torch.float64)
+    _, last = scan_chunk(u, delta, A, B, C, state)
+    assert last._base is None and last.untyped_storage().nbytes() == 3 * 2 * 8

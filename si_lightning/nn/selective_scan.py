@@ -75,7 +75,8 @@ def scan_chunk(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, state:
     gathered = torch.cumsum(torch.exp(centre - cumulative) * drive, dim=1)
     states = torch.exp(cumulative - centre) * gathered + torch.exp(cumulative) * state[:, None]
     output = torch.einsum("bten,btn->bte", states, C64)
-    return output.to(output_dtype(u)), states[:, -1]
+    # A copy of the last state: a view would keep the chunk's (batch, T, E, N) states alive until backward.
+    return output.to(output_dtype(u)), states[:, -1].clone()
 
 
 def selective_scan_chunked(
@@ -89,12 +90,14 @@ def selective_scan_chunked(
     if not 1 <= chunk_size <= MAX_CHUNK_SIZE:
         raise ValueError(f"the selective scan's chunk_size must be in [1, {MAX_CHUNK_SIZE}], got {chunk_size!r}")
     with torch.autocast(device_type=u.device.type, enabled=False):
-        batch, length, channels = u.shape
+        batch, _, channels = u.shape
         state = torch.zeros(batch, channels, A.shape[1], dtype=torch.float64, device=u.device)
         outputs = []
-        for start in range(0, length, chunk_size):
-            part = slice(start, start + chunk_size)
-            inputs = (u[:, part], delta[:, part], A, B[:, part], C[:, part], state)
+        # split, not slicing: the backward of a split is one concatenation of the chunks' gradients, where
+        # each slice's backward would write a zero-padded gradient of the full length (quadratic in L).
+        chunks = zip(*(tensor.split(chunk_size, dim=1) for tensor in (u, delta, B, C)), strict=True)
+        for u_chunk, delta_chunk, B_chunk, C_chunk in chunks:
+            inputs = (u_chunk, delta_chunk, A, B_chunk, C_chunk, state)
             if torch.is_grad_enabled():
                 output, state = checkpoint(scan_chunk, *inputs, use_reentrant=False, preserve_rng_state=False)
             else:
