@@ -16,6 +16,7 @@ from si_lightning.nn import (
     FourierTimeFeatures,
     SinusoidalTimeFeatures,
     UNet,
+    ZigMa,
     count_parameters,
 )
 from si_lightning.nn.dit import sincos_position_embedding
@@ -34,9 +35,10 @@ SMALL = {
         ),
     ),
     "dit": ((3, 8, 8), dict(preset=None, patch_size=2, depth=2, hidden_size=64, num_heads=4)),
+    "zigma": ((3, 8, 8), dict(preset=None, patch_size=2, depth=2, hidden_size=64, chunk_size=8)),
     "mlp": ((2,), dict(hidden_size=32, num_layers=3)),
 }
-IMAGE_BACKBONES = ["unet", "dit"]
+IMAGE_BACKBONES = ["unet", "dit", "zigma"]
 
 
 def build(name: str, **kwargs) -> torch.nn.Module:
@@ -125,9 +127,10 @@ def test_training_reaches_every_parameter(name, generator):
 
 @pytest.mark.parametrize("name", sorted(SMALL))
 def test_null_class_differs_from_real_class_after_training(name, generator):
+    """The label reaches the output through zero-initialised layers (adaLN-Zero): five steps open them."""
     torch.manual_seed(0)
     model = build(name, num_classes=5)
-    train(model, 3, generator)
+    train(model, 5, generator)
     x, t, _ = make_inputs(model, 4, generator)
     real = model(x, t, Condition(labels=torch.full((4,), 2)))
     null = model(x, t, Condition(labels=torch.full((4,), 5)))
@@ -239,6 +242,13 @@ CONSTRUCTION_ERRORS = [
     (lambda: build("dit", num_heads=None), r"missing \['num_heads'\]"),
     (lambda: build("dit", num_heads=5), r"hidden_size=64, num_heads=5"),
     (lambda: DiT.from_name("DiT-M/2", data_shape=(3, 8, 8)), r"unknown DiT model 'DiT-M/2'; expected one of: DiT-B/2"),
+    (lambda: build("zigma", patch_size=3), r"ZigMa patch_size=3 must divide the image size, got height 8"),
+    (lambda: ZigMa(data_shape=(3, 8, 8), preset="M"), r"unknown ZigMa preset 'M'; expected one of: B, L, S, XL"),
+    (lambda: build("zigma", hidden_size=None), r"ZigMa with preset=None needs depth and hidden_size; missing"),
+    (lambda: build("zigma", hidden_size=30), r"ZigMa hidden_size must be divisible by 4, got hidden_size=30"),
+    (lambda: build("zigma", chunk_size=0), r"ZigMa expects chunk_size to be an int >= 1, got 0"),
+    (lambda: build("zigma", chunk_size=64), r"ZigMa expects chunk_size <= 32 \(the scan's float64 range\), got 64"),
+    (lambda: ZigMa.from_name("ZigMa-S/3", data_shape=(3, 8, 8)), r"unknown ZigMa model 'ZigMa-S/3'"),
     (lambda: MLP(data_shape=(3, 8, 8)), r"MLP expects data_shape \(d,\) .* got \(3, 8, 8\)"),
     (lambda: build("mlp", num_classes=-1), r"num_classes to be an int >= 0, got -1"),
     (lambda: build("dit", out_channels=0), r"out_channels to be None or an int >= 1, got 0"),
@@ -264,6 +274,7 @@ def call(name: str, x_shape=None, t=None, cond="default", **kwargs):
 
 FORWARD_ERRORS = [
     (lambda: call("dit", x_shape=(4, 2, 8, 8)), r"DiT expects x of shape \(batch, 3, 8, 8\) .* got \(4, 2, 8, 8\)"),
+    (lambda: call("zigma", x_shape=(4, 3, 8, 4)), r"ZigMa expects x of shape \(batch, 3, 8, 8\) .* \(4, 3, 8, 4\)"),
     (lambda: call("unet", x_shape=(4, 3, 16, 16)), r"UNet expects x of shape \(batch, 3, 8, 8\) .*\(4, 3, 16, 16\)"),
     (lambda: call("mlp", x_shape=(4, 3)), r"MLP expects x of shape \(batch, 2\) .* got \(4, 3\)"),
     (lambda: call("mlp", t=torch.rand(4, 1)), r"t to be a floating-point tensor of shape \(4,\), got shape \(4, 1\)"),

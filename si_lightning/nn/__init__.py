@@ -15,8 +15,9 @@ from si_lightning.nn.embeddings import (
 )
 from si_lightning.nn.mlp import MLP
 from si_lightning.nn.unet import UNet
+from si_lightning.nn.zigma import ZIGMA_MODELS, ZIGMA_PRESETS, ZigMa, ZigMaPreset
 
-BACKBONES: dict[str, type[Backbone]] = {"unet": UNet, "dit": DiT, "mlp": MLP}
+BACKBONES: dict[str, type[Backbone]] = {"unet": UNet, "dit": DiT, "zigma": ZigMa, "mlp": MLP}
 
 __all__ = [
     "BACKBONES",
@@ -24,6 +25,8 @@ __all__ = [
     "DIT_PRESETS",
     "MLP",
     "TIME_FEATURES",
+    "ZIGMA_MODELS",
+    "ZIGMA_PRESETS",
     "Backbone",
     "DiT",
     "DiTPreset",
@@ -33,5 +36,7 @@ __all__ = [
     "SinusoidalTimeFeatures",
     "TimeEmbedding",
     "UNet",
+    "ZigMa",
+    "ZigMaPreset",
     "count_parameters",
 ]

@@ -10,7 +10,7 @@ from torchmetrics import MeanMetric
 from si_lightning.data import ToyDataModule
 from si_lightning.interpolants import Interpolant
 from si_lightning.module import InterpolantModule, compile_options, with_fused_kernels
-from si_lightning.nn import MLP, DiT, UNet
+from si_lightning.nn import MLP, DiT, UNet, ZigMa
 
 
 class RecordingModule(InterpolantModule):
@@ -84,14 +84,18 @@ def small_backbones() -> dict[str, torch.nn.Module]:
     torch.manual_seed(0)
     unet = UNet(data_shape=(1, 8, 8), model_channels=16, channel_multipliers=(1, 2), num_res_blocks=1, norm_groups=8)
     dit = DiT(data_shape=(1, 8, 8), preset=None, depth=2, hidden_size=64, num_heads=4, patch_size=4)
+    zigma = ZigMa(data_shape=(1, 8, 8), preset=None, depth=3, hidden_size=32, patch_size=2, chunk_size=8)
     for parameter in (*unet.parameters(), *dit.parameters()):  # both start at an exact zero output
         torch.nn.init.normal_(parameter, std=0.05)
-    return {"unet": unet, "dit": dit}
+    for name, parameter in zigma.named_parameters():  # the same, keeping A = -exp(A_log) and delta Mamba's
+        if "A_log" not in name and "dt_proj" not in name:
+            torch.nn.init.normal_(parameter, std=0.05)
+    return {"unet": unet, "dit": dit, "zigma": zigma}
 
 
 @pytest.mark.slow  # dynamo and AOTAutograd tracing: tens of seconds per backbone on a CPU
 @pytest.mark.timeout(600)
-@pytest.mark.parametrize("name", ["unet", "dit"])
+@pytest.mark.parametrize("name", ["unet", "dit", "zigma"])
 def test_compiled_backbone_has_no_graph_break_and_equal_outputs(name):
     """fullgraph=True makes a graph break an error; AOTAutograd's trace (aot_eager) runs forward and backward
     through the captured graph without Inductor's build time, and must agree to float32 rounding."""
