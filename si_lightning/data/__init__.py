@@ -4,15 +4,19 @@ from si_lightning.data.base import CoupledDataModule
 from si_lightning.data.digits import DigitsDataModule
 from si_lightning.data.images import IMAGE_DATASETS, ImageDataModule
 from si_lightning.data.latents import LatentDataModule
+from si_lightning.data.multimarginal import MARGINAL_TRANSFORMS, MultimarginalBatch, MultimarginalDataModule
 from si_lightning.data.toys import TOYS, ToyDataModule, ToyDistribution
 
 __all__ = [
     "IMAGE_DATASETS",
+    "MARGINAL_TRANSFORMS",
     "TOYS",
     "CoupledDataModule",
     "DigitsDataModule",
     "ImageDataModule",
     "LatentDataModule",
+    "MultimarginalBatch",
+    "MultimarginalDataModule",
     "ToyDataModule",
     "ToyDistribution",
 ]

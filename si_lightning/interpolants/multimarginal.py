@@ -20,7 +20,16 @@ from torch import Tensor
 
 from si_lightning.interpolants.broadcast import broadcast_time
 from si_lightning.interpolants.predictions import mean_square
-from si_lightning.interpolants.simplex import SimplexGamma, get_simplex_gamma, simplex_q, simplex_q_rate
+from si_lightning.interpolants.simplex import (
+    SIMPLEX_SAMPLERS,
+    MixedSimplex,
+    SimplexGamma,
+    SimplexSampler,
+    get_simplex_gamma,
+    simplex_q,
+    simplex_q_rate,
+)
+from si_lightning.registry import lookup
 
 SimplexNetwork = Callable[[Tensor, Tensor], Tensor]  # (x (batch, ...), alpha (batch, K)) -> (batch, outputs*C, ...)
 
@@ -50,10 +59,22 @@ class MultimarginalInterpolant:
         gamma_scale: a > 0.
         endpoint_eps: how far from a vertex a path's sampling interval starts and ends where
             dgamma/ds is infinite there (Brownian) or where the score is asked for (gamma = 0 at a vertex).
+        alpha_sampler: the training density of alpha, one of ``SIMPLEX_SAMPLERS``: ``uniform``
+            (Dirichlet(1)), ``edges`` or ``mixed`` (an edge with probability ``edge_probability``).
+        edge_probability: the edge share of ``mixed``.
+        gaussian_base: whether vertex 0 is the standard Gaussian N(0, I) (set from the datamodule by
+            the command line); only then can a model generate from noise (the route 0 -> j).
     """
 
     def __init__(
-        self, num_marginals: int, gamma: str = "brownian", gamma_scale: float = 1.0, endpoint_eps: float = 1e-3
+        self,
+        num_marginals: int,
+        gamma: str = "brownian",
+        gamma_scale: float = 1.0,
+        endpoint_eps: float = 1e-3,
+        alpha_sampler: str = "mixed",
+        edge_probability: float = 0.5,
+        gaussian_base: bool = True,
     ) -> None:
         if isinstance(num_marginals, bool) or not isinstance(num_marginals, int) or num_marginals < 2:
             raise ValueError(f"num_marginals must be an integer >= 2, got {num_marginals!r}")
@@ -64,6 +85,14 @@ class MultimarginalInterpolant:
         self.gamma_scale = float(gamma_scale)
         self.gamma_family: SimplexGamma = get_simplex_gamma(gamma, gamma_scale)
         self.endpoint_eps = float(endpoint_eps)
+        sampler = lookup(SIMPLEX_SAMPLERS, alpha_sampler, "alpha sampler")
+        self.alpha_sampler_name = alpha_sampler
+        self.alpha_sampler: SimplexSampler = (
+            sampler(edge_probability) if sampler is MixedSimplex else sampler()  # only the mixture has a share
+        )
+        if not 0.0 <= edge_probability <= 1.0:
+            raise ValueError(f"edge_probability must be in [0, 1], got {edge_probability!r}")
+        self.gaussian_base = bool(gaussian_base)
 
     def __repr__(self) -> str:
         return (
