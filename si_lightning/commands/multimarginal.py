@@ -54,10 +54,15 @@ def refuse_for_two_marginal_model(module: Any) -> None:
         raise ConfigurationError("--to-marginal", "unset", f"a vertex in 0..{module.interpolant.num_marginals - 1}")
 
 
-def load_multimarginal(checkpoint: str, weights: str) -> MultimarginalModule:
-    module = load_model(checkpoint, weights)
+def load_multimarginal(options: argparse.Namespace) -> MultimarginalModule:
+    module = load_model(options.ckpt, options.weights)
     if not isinstance(module, MultimarginalModule):
-        raise ConfigurationError("--to-marginal", "given", "unset: the checkpoint is not a multimarginal model")
+        key, value = next(
+            (f"--{name.replace('_', '-')}", getattr(options, name))
+            for name in ("to_marginal", "from_marginal", "path")
+            if getattr(options, name) is not None
+        )
+        raise ConfigurationError(key, value, "unset: the checkpoint is not a multimarginal model")
     return module
 
 
@@ -74,7 +79,7 @@ def starting_points(options: argparse.Namespace, module: MultimarginalModule) ->
         if options.from_marginal not in (None, 0):
             raise ConfigurationError("--from-marginal", options.from_marginal, "unset or 0 without --inputs")
         if not interpolant.gaussian_base:
-            raise ConfigurationError("--inputs", "unset", "images of a marginal: vertex 0 of this model is not Gaussian")
+            raise ConfigurationError("--inputs", "unset", "images of a marginal (vertex 0 is not Gaussian)")
         seeds = choose_seeds(options.seeds, options.num_samples)
         return base_noise(seeds, data_shape), seeds, 0
     if options.from_marginal is None:
@@ -98,7 +103,7 @@ def run(options: argparse.Namespace) -> int:
             raise ConfigurationError(key, value, "unset: a multimarginal model is not class-conditional")
     out = check_output_path(options.out)
     spec = sampler_spec(options.sampler)
-    module = load_multimarginal(options.ckpt, options.weights)
+    module = load_multimarginal(options)
     count = module.interpolant.num_marginals
     if options.to_marginal is None:
         raise ConfigurationError("--to-marginal", "unset", f"a vertex in 0..{count - 1}")
@@ -110,7 +115,7 @@ def run(options: argparse.Namespace) -> int:
     if (out / SAMPLES).exists() and not options.overwrite:
         raise ConfigurationError("--out", str(out), "a new directory (it holds samples); pass --overwrite to replace")
     sampler, fields = spec.build(), module.simplex_fields(ema=True)
-    started, chunks, nfe = time.time(), [], 0
+    started, chunks, nfe_total = time.time(), [], 0
     with torch.no_grad():
         for first in range(0, x.shape[0], options.batch_size):
             part = slice(first, first + options.batch_size)
@@ -119,7 +124,9 @@ def run(options: argparse.Namespace) -> int:
                 options_for_sampler["seeds"] = names[part]
             moved, nfe = translate(fields, sampler, x[part], legs, **options_for_sampler)
             chunks.append(moved.float())
+            nfe_total += nfe * moved.shape[0]
     samples = torch.cat(chunks)
+    nfe = nfe_total / samples.shape[0]  # an adaptive solver's NFE differs between batches
     out.mkdir(parents=True, exist_ok=True)
     write_pngs(out, names, samples)
     write_atomically(out / SAMPLES, npz_bytes({"arr_0": to_uint8_hwc(samples)}))
@@ -136,5 +143,5 @@ def run(options: argparse.Namespace) -> int:
     }
     write_record(out, record)
     route_text = " -> ".join(str(vertex) for vertex in record["route"])
-    print(f"{len(names)} samples, marginal {route_text}, {nfe} NFE per sample -> {out}")
+    print(f"{len(names)} samples, marginal {route_text}, {nfe:g} NFE per sample -> {out}")
     return EXIT_SUCCESS
