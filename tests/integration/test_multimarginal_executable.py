@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from si_lightning.cli import build_cli
+from si_lightning.errors import ConfigurationError
 from tests.integration.executable import EXECUTABLE, REPOSITORY, environment, last_line, run
 
 CONFIG = REPOSITORY / "configs" / "experiments" / "digits-multimarginal.yaml"
@@ -88,3 +90,25 @@ def test_digits_multimarginal_smoke_fit_sample_translate_and_table(tmp_path):
     assert set(row) == expected
     assert all(0 <= row[key] <= 1 for key in row if key.startswith("class kept"))
     assert set(results["models"]) == {"multimarginal, edge", "multimarginal, through-base"}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("override", "key", "message"),
+    [
+        (
+            ["--model.backbone.init_args.out_channels", "4"],
+            "model.backbone.init_args.out_channels",
+            "needs a backbone with out_channels = 5 (5 x 1 data channels), got out_channels = 4",
+        ),
+        (["--model.interpolant.init_args.gamma", "browian"], "model.interpolant.init_args.gamma", "unknown simplex"),
+        (["--data.init_args.marginals", "[identity, gaussian]"], "data.init_args.marginals", "may only be the first"),
+    ],
+)
+def test_bad_multimarginal_settings_name_their_key(override, key, message, tmp_path, monkeypatch):
+    """The command line's checks (exit status 2, one line) see the key; here through the same parser in-process."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigurationError) as raised:
+        build_cli(["-c", str(CONFIG), *override, "--trainer.logger", "false"], run=False)
+    assert raised.value.key == key
+    assert message in str(raised.value)
