@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=20, help="Heun steps per edge")
     parser.add_argument("--fid-samples", type=int, default=500)
+    parser.add_argument("--models", choices=("all", "multimarginal", "pairs"), default="all", help="which rows")
     parser.add_argument("--out", required=True, help="results JSON")
     options = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -127,10 +128,10 @@ def main() -> None:
         "models": {},
     }
     arguments = (extractor, digits, labels, real, floor_reference, options.fid_samples)
-    for path in ("edge", "through-base"):
+    for path in ("edge", "through-base") if options.models != "pairs" else ():
         translator = Translator(multimarginal, {}, sampler, path)
         results["models"][f"multimarginal, {path}"] = evaluate(translator, *arguments)
-    if len(pairs) == 6:
+    if len(pairs) == 6 and options.models != "multimarginal":
         results["models"]["six two-marginal models"] = evaluate(Translator(None, pairs, sampler, "edge"), *arguments)
     Path(options.out).write_text(json.dumps(results, indent=2) + "\n")
     for name, row in results["models"].items():

@@ -16,16 +16,15 @@ fit() {  # name, extra arguments
         --trainer.logger.init_args.save_dir "$OUT" --trainer.logger.init_args.name "$name" \
         --trainer.logger.init_args.version "seed$SEED" --trainer.enable_progress_bar false "$@"
 }
-start=$(date +%s)
-fit multimarginal --trainer.max_steps "$STEPS"
-echo "multimarginal: $(($(date +%s) - start)) s for $STEPS steps"
+TIMEFORMAT="%R s wall, %U s user CPU"  # each fit's times (bash's time keyword) go to stderr
+echo "multimarginal, $STEPS steps:" >&2
+time fit multimarginal --trainer.max_steps "$STEPS"
 NAMES=(gaussian identity rotate90 invert)
 for pair in "0 1" "0 2" "0 3" "1 2" "1 3" "2 3"; do
     read -r i j <<<"$pair"
-    start=$(date +%s)
-    fit "pair-$i-$j" --trainer.max_steps "$PAIR_STEPS" \
+    echo "pair $i-$j, $PAIR_STEPS steps:" >&2
+    time fit "pair-$i-$j" --trainer.max_steps "$PAIR_STEPS" \
         --model.interpolant.init_args.num_marginals 2 --model.interpolant.init_args.alpha_sampler edges \
         --model.backbone.init_args.num_marginals 2 --model.backbone.init_args.out_channels 3 \
         --data.init_args.marginals "[${NAMES[$i]}, ${NAMES[$j]}]"
-    echo "pair $i-$j: $(($(date +%s) - start)) s for $PAIR_STEPS steps"
 done
