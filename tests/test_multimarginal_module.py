@@ -82,6 +82,7 @@ def test_network_fields_split_the_outputs_in_the_interpolant_order():
     """A backbone that emits [1, 2, 3, 4, 5] x ones gives g_k = k + 1 and eta = 5: the velocity along the
     edge 1 -> 3 at s is g_3 - g_1 + gamma' eta = 2 + 5 gamma'(s)."""
     interpolant = MultimarginalInterpolant(4, gamma="quadratic", gamma_scale=2.0)
+
     class Constant(torch.nn.Module):
         def forward(self, x, alpha, cond=None):
             return torch.cat([(k + 1) * torch.ones_like(x) for k in range(5)], 1)
