@@ -22,7 +22,14 @@ from si_lightning.callbacks.guard import check_finite_checkpoint
 from si_lightning.checkpoints import explain_unloadable_checkpoint
 from si_lightning.condition import Condition
 from si_lightning.couplings import mask_velocity
-from si_lightning.interpolants import Interpolant, TimeSampler, UniformTime, get_prediction, interpolant_loss
+from si_lightning.interpolants import (
+    Interpolant,
+    MultimarginalInterpolant,
+    TimeSampler,
+    UniformTime,
+    get_prediction,
+    interpolant_loss,
+)
 from si_lightning.sampling import Fields, FittedGrid, GuidedFields, NetworkFields
 from si_lightning.sampling.masked import KeptPixelFields
 from si_lightning.seeding import derived_seed
@@ -51,12 +58,30 @@ class class_only_method(classmethod):  # noqa: N801 - a decorator, named like cl
         return refuse
 
 
-class InterpolantModule(pl.LightningModule):
+class ChoosesModelByInterpolant(type(pl.LightningModule)):
+    """``InterpolantModule(interpolant=MultimarginalInterpolant(...), ...)`` builds a ``MultimarginalModule``.
+
+    So the command line's one model section (and ``load_from_checkpoint``) covers both kinds of model: the
+    interpolant named in the config decides which is trained. A metaclass rather than ``__new__``, because
+    the command line reads the constructor's signature, which a ``__new__`` would hide.
+    """
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        interpolant = kwargs.get("interpolant", args[1] if len(args) > 1 else None)
+        if cls is InterpolantModule and isinstance(interpolant, MultimarginalInterpolant):
+            from si_lightning.multimarginal_module import MultimarginalModule  # it imports this module
+
+            return MultimarginalModule(*args, **kwargs)
+        return super().__call__(*args, **kwargs)
+
+
+class InterpolantModule(pl.LightningModule, metaclass=ChoosesModelByInterpolant):
     """Trains ``backbone`` to predict ``prediction`` for ``interpolant``.
 
     Args:
         backbone: an nn.Module with ``forward(x, t, cond=None)`` (si_lightning/nn/).
         interpolant: the interpolant x_t = alpha x0 + beta x1 + gamma z; linear with gamma = 0 by default.
+            A ``MultimarginalInterpolant`` builds a ``MultimarginalModule`` instead (``ChoosesModelByInterpolant``).
         prediction: one of velocity, velocity+denoiser, score, denoiser, data.
         optimizer: a callable params -> Optimizer (LightningCLI's OptimizerCallable).
         lr_scheduler: a callable optimizer -> LR scheduler, stepped every optimiser step; None for constant.
@@ -75,7 +100,7 @@ class InterpolantModule(pl.LightningModule):
     def __init__(
         self,
         backbone: nn.Module,
-        interpolant: Interpolant | None = None,
+        interpolant: Interpolant | MultimarginalInterpolant | None = None,
         prediction: str = "velocity",
         optimizer: OptimizerCallable = torch.optim.AdamW,
         lr_scheduler: LRSchedulerCallable | None = None,

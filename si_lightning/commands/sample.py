@@ -33,6 +33,7 @@ from tqdm import tqdm
 
 from si_lightning.callbacks.generation import batched, rank_indices, sample_with_labels
 from si_lightning.callbacks.tracking import git_state
+from si_lightning.commands import multimarginal
 from si_lightning.commands.arguments import CommaList, CommandParser, comma_text, report_configuration_errors
 from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
 from si_lightning.commands.checks import check_output_path
@@ -89,6 +90,7 @@ def parser() -> CommandParser:
     parse.add_argument("--keep-shards", action="store_true", help="keep the float32 shard files after assembling")
     parse.add_argument("--overwrite", action="store_true", help="replace another run's samples in --out")
     parse.add_argument("--quiet", action="store_true", help="no progress bar")
+    multimarginal.add_arguments(parse)  # --from-marginal, --to-marginal, --path
     return parse
 
 
@@ -188,6 +190,7 @@ def make_plan(options: Namespace) -> SamplePlan:
     check_output_path(options.out)
     spec = sampler_spec(options.sampler)
     module = load_model(options.ckpt, options.weights)
+    multimarginal.refuse_for_two_marginal_model(module)
     conditioning = conditioning_for(options, module, spec)  # None for a Gaussian base
     if conditioning is None:
         seeds = choose_seeds(comma_text(options.seeds), options.num_samples)
@@ -340,6 +343,8 @@ def remove_if_empty(directory: Path) -> None:
 
 def run(arguments: list[str]) -> int:
     options = parser().parse(arguments)
+    if multimarginal.requested(options):  # a multimarginal model's generation or translation
+        return multimarginal.run(options)
     plan = make_plan(options)
     record = read_record(Path(plan.out))
     if not plan.overwrite and record is not None and record.get("status") == "complete":

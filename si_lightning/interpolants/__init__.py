@@ -10,30 +10,54 @@ from si_lightning.interpolants.interpolant import (
     broadcast_time,
 )
 from si_lightning.interpolants.losses import get_prediction, interpolant_loss
+from si_lightning.interpolants.multimarginal import MultimarginalInterpolant, MultimarginalSample, multimarginal_loss
 from si_lightning.interpolants.predictions import PREDICTIONS, Prediction, stack_fields
 from si_lightning.interpolants.schedules import SCHEDULES, Schedule
+from si_lightning.interpolants.simplex import (
+    SIMPLEX_GAMMAS,
+    SIMPLEX_SAMPLERS,
+    EdgeSimplex,
+    MixedSimplex,
+    SimplexGamma,
+    SimplexSampler,
+    UniformSimplex,
+)
+from si_lightning.interpolants.simplex_paths import ROUTES, EdgePath, route
 from si_lightning.interpolants.time_samplers import TIME_SAMPLERS, LogitNormalTime, TimeSampler, UniformTime
 
 __all__ = [
     "BRIDGES",
     "GAMMAS",
     "PREDICTIONS",
+    "ROUTES",
     "SCHEDULES",
+    "SIMPLEX_GAMMAS",
+    "SIMPLEX_SAMPLERS",
     "TIME_SAMPLERS",
     "Bridge",
     "BridgeSpec",
     "Coefficients",
+    "EdgePath",
+    "EdgeSimplex",
     "Gamma",
     "Interpolant",
     "InterpolantSample",
     "LogitNormalTime",
+    "MixedSimplex",
+    "MultimarginalInterpolant",
+    "MultimarginalSample",
     "Prediction",
     "Schedule",
+    "SimplexGamma",
+    "SimplexSampler",
     "TimeSampler",
+    "UniformSimplex",
     "UniformTime",
     "as_batch_time",
     "broadcast_time",
     "get_prediction",
     "interpolant_loss",
+    "multimarginal_loss",
+    "route",
     "stack_fields",
 ]

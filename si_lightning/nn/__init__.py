@@ -10,6 +10,7 @@ from si_lightning.nn.embeddings import (
     TIME_FEATURES,
     FourierTimeFeatures,
     LabelEmbedding,
+    SimplexEmbedding,
     SinusoidalTimeFeatures,
     TimeEmbedding,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "FourierTimeFeatures",
     "LabelEmbedding",
     "SelfAttention",
+    "SimplexEmbedding",
     "SinusoidalTimeFeatures",
     "TimeEmbedding",
     "UNet",

@@ -10,7 +10,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from si_lightning.checks import is_integer
 from si_lightning.condition import Condition
+from si_lightning.nn.embeddings import SimplexEmbedding, TimeEmbedding
 
 
 class Backbone(nn.Module):
@@ -47,6 +49,20 @@ class Backbone(nn.Module):
         self.cond_channels = cond_channels
         self.data_channels = shape[0]
         self.out_channels = shape[0] if out_channels is None else out_channels
+        # K > 0: the backbone is conditioned on alpha (batch, K) on the simplex instead of t (batch,)
+        # (the multimarginal interpolant, docs/math.md section 12); set by the subclasses that support it.
+        self.num_marginals = 0
+
+    def time_embedding_for(self, dim: int, frequency_dim: int, kind: str, num_marginals: int) -> nn.Module:
+        """``TimeEmbedding`` of t, or with ``num_marginals`` = K >= 2 a ``SimplexEmbedding`` of alpha (batch, K)."""
+        if not is_integer(num_marginals) or num_marginals < 0:
+            raise ValueError(f"{type(self).__name__} expects num_marginals to be an int >= 0, got {num_marginals!r}")
+        if num_marginals == 1:
+            raise ValueError(f"{type(self).__name__} expects num_marginals 0 (time) or >= 2 (simplex), got 1")
+        self.num_marginals = num_marginals
+        if num_marginals == 0:
+            return TimeEmbedding(dim, frequency_dim=frequency_dim, kind=kind)
+        return SimplexEmbedding(num_marginals, dim, frequency_dim=frequency_dim, kind=kind)
 
     @property
     def null_label(self) -> int:
@@ -69,9 +85,11 @@ class Backbone(nn.Module):
         if not x.is_floating_point():
             raise ValueError(f"{name} expects floating-point x, got dtype {x.dtype}")
         batch = x.shape[0]
-        if t.shape != (batch,) or not t.is_floating_point():
+        expected = (batch,) if self.num_marginals == 0 else (batch, self.num_marginals)
+        if t.shape != expected or not t.is_floating_point():
+            what = "t" if self.num_marginals == 0 else "alpha (the simplex coordinates)"
             raise ValueError(
-                f"{name} expects t to be a floating-point tensor of shape ({batch},), "
+                f"{name} expects {what} to be a floating-point tensor of shape {expected}, "
                 f"got shape {tuple(t.shape)} and dtype {t.dtype}"
             )
         if cond is not None and not isinstance(cond, Condition):

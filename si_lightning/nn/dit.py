@@ -16,7 +16,7 @@ from si_lightning.checks import lookup
 from si_lightning.condition import Condition
 from si_lightning.nn.attention import SelfAttention
 from si_lightning.nn.backbone import Backbone
-from si_lightning.nn.embeddings import LabelEmbedding, TimeEmbedding
+from si_lightning.nn.embeddings import LabelEmbedding
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,9 @@ class DiT(Backbone):
     blocks conditioned on c = time embedding + label embedding, and reassembled. The final layer is
     zero-initialised, so a fresh model outputs exactly zero.
 
+    With ``num_marginals`` = K >= 2 the second input is alpha (batch, K) on the simplex instead of t
+    (a multimarginal model, docs/math.md section 12).
+
     ``preset`` ("S", "B", "L", "XL") fixes depth, hidden_size and num_heads; any of the three given
     explicitly overrides the preset's value, and with ``preset=None`` all three are required.
     """
@@ -127,6 +130,7 @@ class DiT(Backbone):
         num_heads: int | None = None,
         mlp_ratio: float = 4.0,
         time_embedding: str = "sinusoidal",
+        num_marginals: int = 0,
     ) -> None:
         super().__init__(data_shape, num_classes, cond_channels, out_channels, rank=3, layout="(C, H, W)")
         depth, hidden_size, num_heads = self._resolve_sizes(preset, depth, hidden_size, num_heads)
@@ -154,7 +158,7 @@ class DiT(Backbone):
         self.register_buffer(
             "position_embedding", sincos_position_embedding(hidden_size, *self.grid)[None], persistent=False
         )
-        self.time_embedding = TimeEmbedding(hidden_size, frequency_dim=256, kind=time_embedding)
+        self.time_embedding = self.time_embedding_for(hidden_size, 256, time_embedding, num_marginals)
         self.label_embedding = LabelEmbedding(num_classes, hidden_size) if num_classes > 0 else None
         self.blocks = nn.ModuleList(DiTBlock(hidden_size, num_heads, mlp_ratio) for _ in range(depth))
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)

@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from si_lightning.checks import lookup
+from si_lightning.checks import is_integer, lookup
 
 
 def feature_dtype(t: Tensor) -> torch.dtype:
@@ -89,6 +89,27 @@ class TimeEmbedding(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         features = self.features(t).to(self.mlp[0].weight.dtype)
+        return self.mlp(features)
+
+
+class SimplexEmbedding(nn.Module):
+    """alpha (batch, K) on the simplex -> (batch, dim): time features of each alpha_k, concatenated, then an MLP.
+
+    The multimarginal backbones take this in the place of ``TimeEmbedding`` (docs/math.md section 12);
+    each coordinate gets the same fixed features a time would, so a vertex e_k and the time t = 1 look alike.
+    """
+
+    def __init__(self, num_marginals: int, dim: int, frequency_dim: int = 256, kind: str = "sinusoidal") -> None:
+        super().__init__()
+        if not is_integer(num_marginals) or num_marginals < 2:
+            raise ValueError(f"a simplex embedding needs num_marginals >= 2, got {num_marginals!r}")
+        self.num_marginals = num_marginals
+        self.features = lookup(TIME_FEATURES, kind, "time embedding")(frequency_dim)
+        self.mlp = nn.Sequential(nn.Linear(num_marginals * frequency_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, alpha: Tensor) -> Tensor:
+        features = self.features(alpha.flatten())  # (batch * K, frequency_dim)
+        features = features.reshape(alpha.shape[0], -1).to(self.mlp[0].weight.dtype)
         return self.mlp(features)
 
 

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from si_lightning.condition import Condition
 from si_lightning.nn.attention import SelfAttention
 from si_lightning.nn.backbone import Backbone
-from si_lightning.nn.embeddings import LabelEmbedding, TimeEmbedding
+from si_lightning.nn.embeddings import LabelEmbedding
 
 
 def zero_module(module: nn.Module) -> nn.Module:
@@ -97,7 +97,8 @@ class UNet(Backbone):
     map heights) listed in ``attention_resolutions``, and always in the middle block. The embedding
     (time, plus label when ``num_classes > 0``) conditions every residual block by scale and shift.
     ``cond_channels`` extra channels are concatenated to x. The output conv is zero-initialised, so a
-    fresh model outputs exactly zero.
+    fresh model outputs exactly zero. With ``num_marginals`` = K >= 2 the second input is alpha (batch, K)
+    on the simplex instead of t (a multimarginal model, docs/math.md section 12).
     """
 
     def __init__(
@@ -114,6 +115,7 @@ class UNet(Backbone):
         dropout: float = 0.0,
         norm_groups: int = 32,
         time_embedding: str = "sinusoidal",
+        num_marginals: int = 0,
     ) -> None:
         super().__init__(data_shape, num_classes, cond_channels, out_channels, rank=3, layout="(C, H, W)")
         multipliers = tuple(channel_multipliers)
@@ -121,7 +123,7 @@ class UNet(Backbone):
             model_channels, multipliers, num_res_blocks, attention_resolutions, num_heads, dropout, norm_groups
         )
         embedding_dim = 4 * model_channels
-        self.time_embedding = TimeEmbedding(embedding_dim, frequency_dim=model_channels, kind=time_embedding)
+        self.time_embedding = self.time_embedding_for(embedding_dim, model_channels, time_embedding, num_marginals)
         self.label_embedding = LabelEmbedding(num_classes, embedding_dim) if num_classes > 0 else None
 
         def residual(cin: int, cout: int) -> ResidualBlock:

@@ -13,6 +13,13 @@ from si_lightning.sampling.fields import Fields, FieldsWrapper, NetworkFields, O
 from si_lightning.sampling.grids import GRIDS, EDMGrid, LogSNRGrid, TimeGrid
 from si_lightning.sampling.guidance import GuidedFields
 from si_lightning.sampling.likelihood import LikelihoodResult, bits_per_dim, log_likelihood, sde_log_likelihood
+from si_lightning.sampling.multimarginal import (
+    NetworkSimplexFields,
+    OracleSimplexFields,
+    PathFields,
+    SimplexFields,
+    translate,
+)
 from si_lightning.sampling.ode import ODESampler, SampleResult
 from si_lightning.sampling.sde import LAST_STEPS, SDE_METHODS, SDESampler
 from si_lightning.sampling.search import (
@@ -49,15 +56,19 @@ __all__ = [
     "LikelihoodResult",
     "LogSNRGrid",
     "NetworkFields",
+    "NetworkSimplexFields",
     "NoiseSource",
     "ODESampler",
     "OracleFields",
+    "OracleSimplexFields",
+    "PathFields",
     "RolloverBudgetForcing",
     "SDESampler",
     "SampleResult",
     "Search",
     "SearchResult",
     "SequentialMonteCarlo",
+    "SimplexFields",
     "TimeGrid",
     "as_fields",
     "base_noise",
@@ -70,4 +81,5 @@ __all__ = [
     "log_snr",
     "sde_log_likelihood",
     "time_of_log_snr",
+    "translate",
 ]

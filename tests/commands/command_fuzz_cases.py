@@ -156,6 +156,10 @@ def sample_cases() -> list[CommandCase]:
         ("name-too-long", "--out", "{long}", "--out"),
         ("another-run", "--out", "{other_run}", "--out"),
         ("unknown-option", "--no-such-option", "1", "--no-such-option"),
+        ("two-marginal-model", "--to-marginal", "2", "--to-marginal"),
+        ("not-a-number", "--to-marginal", "two", "--to-marginal"),
+        ("two-marginal-model", "--from-marginal", "1", "--from-marginal"),
+        ("unknown-name", "--path", "diagonal", "--path"),
     ]
     cases = []
     for label, option, value, key in table:

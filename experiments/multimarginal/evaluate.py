@@ -1,0 +1,142 @@
+"""The all-to-all digits table: one multimarginal model against six two-marginal models (one per edge).
+
+    python experiments/multimarginal/evaluate.py --runs runs/multimarginal --seed 0 --out results-seed0.json
+
+Reads RUNS/multimarginal/seedS/checkpoints/last.ckpt and, where they exist, the two-marginal models
+RUNS/pair-i-j/seedS/checkpoints/last.ckpt (K = 2 models of marginals i < j, trained on their edge only;
+train.sh writes both). Marginals: 0 Gaussian, 1 upright, 2 rotated by 90 degrees, 3 inverted digits.
+
+For the 180 validation digits x and each ordered pair i -> j of data marginals: the share whose label the
+shipped digits classifier gives to T_j^{-1}(translate_{i->j}(T_i(x))), and the cycle RMSE
+|translate_{j->i}(translate_{i->j}(T_i x)) - T_i x| (per pixel, in [-1, 1] units). For each data marginal
+j: digits FID of T_j^{-1}(generate_j) from N seeds against N training digits, with the real-vs-real floor.
+Every route is the ODE (Heun, ``--steps`` steps per edge, EMA weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import torch
+
+from si_lightning.commands.checkpoints import load_model
+from si_lightning.data import DigitsDataModule
+from si_lightning.data.base import to_model_input
+from si_lightning.data.datasets import fetch
+from si_lightning.data.multimarginal import MARGINAL_TRANSFORMS
+from si_lightning.interpolants import route
+from si_lightning.metrics import frechet_distance
+from si_lightning.metrics.digits import DigitsFeatureExtractor
+from si_lightning.metrics.quantize import quantize_to_uint8
+from si_lightning.sampling import ODESampler, base_noise, translate
+
+NAMES = ("gaussian", "identity", "rotate90", "invert")
+DATA_MARGINALS = (1, 2, 3)
+
+
+def forward(marginal: int, x: torch.Tensor) -> torch.Tensor:
+    return MARGINAL_TRANSFORMS[NAMES[marginal]].forward(x)
+
+
+def inverse(marginal: int, x: torch.Tensor) -> torch.Tensor:
+    return MARGINAL_TRANSFORMS[NAMES[marginal]].inverse(x)
+
+
+class Translator:
+    """Moves samples between global vertices with the multimarginal model or the matching two-marginal one."""
+
+    def __init__(self, multimarginal, pairs: dict[tuple[int, int], object], sampler: ODESampler, path: str) -> None:
+        self.multimarginal, self.pairs, self.sampler, self.path = multimarginal, pairs, sampler, path
+
+    def __call__(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
+        with torch.no_grad():
+            if self.multimarginal is not None:
+                legs = route(4, start, end, self.path)
+                return translate(self.multimarginal.simplex_fields(), self.sampler, x, legs)[0]
+            low, high = sorted((start, end))
+            model = self.pairs[(low, high)]
+            local = route(2, 0 if start == low else 1, 1 if end == high else 0, "edge")
+            return translate(model.simplex_fields(), self.sampler, x, local)[0]
+
+
+def validation_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 180 validation digits (180, 1, 8, 8) in [-1, 1] and their labels."""
+    datamodule = DigitsDataModule(image_size=8)
+    dataset = datamodule.dataset("val")
+    images, labels, _ = fetch(dataset, list(range(len(dataset))))
+    return to_model_input(images), labels
+
+
+def classify(extractor: DigitsFeatureExtractor, images: torch.Tensor) -> torch.Tensor:
+    return extractor.classify(quantize_to_uint8(images)).argmax(dim=1)
+
+
+def evaluate(translator: Translator, extractor, digits, labels, real, floor_reference, fid_samples) -> dict:
+    row: dict[str, float] = {}
+    for i, j in itertools.permutations(DATA_MARGINALS, 2):
+        source = forward(i, digits)
+        moved = translator(source, i, j)
+        kept = (classify(extractor, inverse(j, moved.clamp(-1, 1))) == labels).float().mean().item()
+        back = translator(moved, j, i)
+        row[f"class kept {i}->{j}"] = kept
+        row[f"cycle RMSE {i}->{j}->{i}"] = (back - source).pow(2).mean().sqrt().item()
+    noise = base_noise(list(range(fid_samples)), (1, 8, 8))
+    real_features = extractor.extract(quantize_to_uint8(real))
+    for j in DATA_MARGINALS:
+        generated = inverse(j, translator(noise, 0, j).clamp(-1, 1))
+        row[f"FID {j}"] = frechet_distance(extractor.extract(quantize_to_uint8(generated)), real_features)
+    floor_features = extractor.extract(quantize_to_uint8(floor_reference))
+    row["FID floor (real vs real)"] = frechet_distance(floor_features, real_features)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", required=True, help="the OUT folder of train.sh")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--steps", type=int, default=20, help="Heun steps per edge")
+    parser.add_argument("--fid-samples", type=int, default=500)
+    parser.add_argument("--models", choices=("all", "multimarginal", "pairs"), default="all", help="which rows")
+    parser.add_argument("--out", required=True, help="results JSON")
+    options = parser.parse_args()
+    torch.set_grad_enabled(False)
+    runs = Path(options.runs)
+    sampler = ODESampler("heun", steps=options.steps)
+    extractor = DigitsFeatureExtractor()
+    digits, labels = validation_digits()
+    datamodule = DigitsDataModule(image_size=8)
+    generator = torch.Generator().manual_seed(options.seed)
+    real = datamodule.real_samples(options.fid_samples, generator, split="train")
+    generator = torch.Generator().manual_seed(options.seed)
+    floor_reference = datamodule.real_samples(options.fid_samples, generator, split="train", skip=options.fid_samples)
+    checkpoint = "checkpoints/last.ckpt"
+    multimarginal = load_model(runs / "multimarginal" / f"seed{options.seed}" / checkpoint)
+    pairs = {}
+    for low, high in itertools.combinations(range(4), 2):
+        path = runs / f"pair-{low}-{high}" / f"seed{options.seed}" / checkpoint
+        if path.is_file():
+            pairs[(low, high)] = load_model(path)
+    results = {
+        "seed": options.seed,
+        "steps_per_edge": options.steps,
+        "fid_samples": options.fid_samples,
+        "validation_digits": int(digits.shape[0]),
+        "classifier accuracy, upright validation digits": (classify(extractor, digits) == labels).float().mean().item(),
+        "models": {},
+    }
+    arguments = (extractor, digits, labels, real, floor_reference, options.fid_samples)
+    for path in ("edge", "through-base") if options.models != "pairs" else ():
+        translator = Translator(multimarginal, {}, sampler, path)
+        results["models"][f"multimarginal, {path}"] = evaluate(translator, *arguments)
+    if len(pairs) == 6 and options.models != "multimarginal":
+        results["models"]["six two-marginal models"] = evaluate(Translator(None, pairs, sampler, "edge"), *arguments)
+    Path(options.out).write_text(json.dumps(results, indent=2) + "\n")
+    for name, row in results["models"].items():
+        print(name, json.dumps({key: round(value, 3) for key, value in row.items()}))
+
+
+if __name__ == "__main__":
+    main()
