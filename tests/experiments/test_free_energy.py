@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from si_lightning.cli import build_cli
 from si_lightning.free_energy.systems import build_system
 from tests.integration.executable import EXECUTABLE, REPOSITORY, environment
 
@@ -67,11 +68,15 @@ def test_mixtures_config_fits_and_estimates(tmp_path):
     check_estimates("mixtures", fit("mixtures", tmp_path), tmp_path)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(120)
 @pytest.mark.parametrize("system", ["gaussians", "double-well"])
-def test_config_fits_and_estimates(system, tmp_path):
-    check_estimates(system, fit(system, tmp_path), tmp_path)
+def test_the_other_configs_build_their_system(system, tmp_path, monkeypatch):
+    """Through the real LightningCLI parser in this process (the executable's path is the mixtures test's)."""
+    monkeypatch.chdir(tmp_path)
+    cli = build_cli(["-c", str(CONFIGS / f"free-energy-{system}.yaml"), "--trainer.logger", "false"], run=False)
+    cli.datamodule.setup("fit")
+    dimension = build_system(system, SYSTEMS[system]).dims
+    assert tuple(cli.datamodule.data_shape) == tuple(cli.model.backbone.data_shape) == (dimension,)
 
 
 @pytest.mark.timeout(120)
