@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from si_lightning.errors import ConfigurationError
 from si_lightning.metrics.inception import inception_cache_path
 from si_lightning.module import InterpolantModule
 from tests.integration.config_files import load_config
+from tests.integration.executable import EXECUTABLE, environment
 from tests.test_metrics_inception import write_random_inception_weights
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -161,3 +163,33 @@ def test_a_callbacks_list_file_is_a_callbacks_value(tmp_path, monkeypatch):
     assert set(grids.samplers) == set(fid.samplers) == {"ode-heun", "sde-euler-sigma"}
     assert all(grids.samplers[name] is not fid.samplers[name] for name in fid.samplers)
     assert fid.samplers["sde-euler-sigma"].steps == 50 and fid.samplers["ode-heun"].steps == 20
+
+
+@pytest.mark.timeout(240)
+def test_the_executable_reads_a_callbacks_path_relative_to_the_config(tmp_path):
+    """The documented x4 run from another folder: both files name ../callbacks/digits-restoration.yaml, read
+    beside the configs, not in the working directory; --print_config shows the list written out, ends with
+    the last top-level key and writes nothing."""
+    experiments = CONFIGS / "experiments"
+    configs = [experiments / "digits-superres.yaml", experiments / "digits-superres-x4.yaml"]
+    command = [str(EXECUTABLE), "fit", *(argument for path in configs for argument in ("-c", str(path)))]
+    completed = subprocess.run(
+        [*command, "--print_config"],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.rstrip().splitlines()[-1] == "weights_only: null"
+    printed = yaml.safe_load(completed.stdout)
+    stated = load_config(configs[1])["trainer"]["callbacks"]
+    assert [entry["class_path"] for entry in printed["trainer"]["callbacks"]] == [
+        entry["class_path"] for entry in stated
+    ]
+    assert contains(printed["trainer"]["callbacks"], stated)
+    assert printed["data"]["init_args"]["image_size"] == 16
+    assert printed["data"]["init_args"]["coupling"]["init_args"]["factor"] == 4
+    assert list(tmp_path.iterdir()) == []
