@@ -102,8 +102,8 @@ def test_experiment_parses_and_instantiates(path, tmp_path, monkeypatch, capsys)
     assert "class_path: si_lightning" in printed
     # The callbacks the run gets are the list the config states, inline or in the file it names by path
     # (read relative to the config, not the working directory), in order and with every setting.
-    stated = load_config(path)["trainer"]["callbacks"]
-    resolved = yaml.safe_load(printed)["trainer"]["callbacks"]
+    stated = (load_config(path).get("trainer") or {}).get("callbacks") or []
+    resolved = yaml.safe_load(printed)["trainer"]["callbacks"] or []
     assert [entry["class_path"] for entry in resolved] == [entry["class_path"] for entry in stated]
     assert contains(resolved, stated), resolved
     cli = main(["-c", str(path), "--trainer.logger", "false"], run=False)
