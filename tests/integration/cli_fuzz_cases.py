@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from tests.integration.config_files import load_config
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 DIGITS = CONFIGS / "experiments" / "digits.yaml"
@@ -29,10 +29,6 @@ class Case:
     arguments: tuple[str, ...] = field(default=())
 
 
-def load(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
-
-
 def fast(config: dict) -> dict:
     """The config shortened so that a case that wrongly passes ends quickly instead of training for minutes."""
     config = copy.deepcopy(config)
@@ -44,13 +40,13 @@ def fast(config: dict) -> dict:
 
 def base_configs() -> dict[str, dict]:
     """The shipped experiment, and the same with each overlay of configs/ merged in (lists replaced)."""
-    digits = load(DIGITS)
+    digits = load_config(DIGITS)
     bases = {"digits": digits}
     overlays = ("callbacks/evaluation.yaml", "interpolant/trig.yaml", "interpolant/sbdm.yaml", "backbone/dit-s2.yaml")
     for overlay in overlays:
-        bases[f"digits+{Path(overlay).stem}"] = merge(digits, load(CONFIGS / overlay))
-    toy = merge(digits, load(CONFIGS / "data" / "toy-2d.yaml"))
-    toy = merge(toy, load(CONFIGS / "backbone" / "mlp.yaml"))
+        bases[f"digits+{Path(overlay).stem}"] = merge(digits, load_config(CONFIGS / overlay))
+    toy = merge(digits, load_config(CONFIGS / "data" / "toy-2d.yaml"))
+    toy = merge(toy, load_config(CONFIGS / "backbone" / "mlp.yaml"))
     toy["trainer"]["callbacks"] = toy["trainer"]["callbacks"][:2]  # image callbacks do not apply to points
     bases["toy+mlp"] = toy
     return bases
@@ -202,8 +198,8 @@ def images(dataset: str) -> dict:
 
 def shape_cases(digits: dict) -> list[Case]:
     """Settings each valid alone that do not fit the data or each other."""
-    dit = merge(digits, load(CONFIGS / "backbone" / "dit-s2.yaml"))
-    toy = merge(digits, load(CONFIGS / "data" / "toy-2d.yaml"))
+    dit = merge(digits, load_config(CONFIGS / "backbone" / "dit-s2.yaml"))
+    toy = merge(digits, load_config(CONFIGS / "data" / "toy-2d.yaml"))
     toy["trainer"]["callbacks"] = toy["trainer"]["callbacks"][:2]
     labels = {"class_path": "si_lightning.couplings.ClassLabels", "init_args": {"num_classes": 10}}
     backbone, data = ("model", "backbone", "init_args"), ("data", "init_args")

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.integration.config_files import load_config
+
 REPOSITORY = Path(__file__).resolve().parents[2]
 EXPERIMENTS = REPOSITORY / "configs" / "experiments"
 EXECUTABLE = Path(sys.executable).parent / "si-lightning"
@@ -44,7 +46,7 @@ def fewer_samples_overlay(config: Path, directory: Path) -> Path:
     """The config's own callbacks with every num_samples (and batch_size) above SMOKE_SAMPLES cut to it
     (a list in a later -c file replaces the earlier one whole), so the end-of-fit evaluations of a
     4-step run stay short."""
-    callbacks = yaml.safe_load(config.read_text())["trainer"]["callbacks"]
+    callbacks = load_config(config)["trainer"]["callbacks"]
     for callback in callbacks:
         arguments = callback.get("init_args") or {}
         for key in ("num_samples", "batch_size"):
