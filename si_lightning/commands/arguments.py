@@ -108,7 +108,10 @@ class CommandParser(ArgumentParser):
             return ConfigurationError(not_accepted.group("key"), None, "an unknown option (see --help)")
         unknown = re.match(r"^unrecognized arguments: (?P<rest>.+)$", message, re.DOTALL)
         if unknown:
-            option, _, value = unknown.group("rest").split()[0].partition("=")
+            words = unknown.group("rest").split()
+            option, _, value = words[0].partition("=")
+            if not value and len(words) > 1 and not words[1].startswith("-"):  # --option value
+                value = words[1]
             return ConfigurationError(option, value or None, "an unknown option (see --help)")
         found = _ARGUMENT.match(message)
         if found:

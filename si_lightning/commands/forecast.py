@@ -24,12 +24,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from jsonargparse import ActionConfigFile, ArgumentParser
+from jsonargparse.typing import PositiveInt
 
+from si_lightning.commands.arguments import CommandParser, report_configuration_errors
 from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
 from si_lightning.commands.checks import check_output_path
 from si_lightning.commands.processes import ACCELERATORS, Processes, run_on_processes
-from si_lightning.config_errors import from_parse_error
 from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
 from si_lightning.files import write_atomically
 from si_lightning.forecasting import rollout
@@ -39,21 +39,20 @@ from si_lightning.seeding import derived_seed
 RECORD, TRAJECTORIES, SHARDS = "record.json", "trajectories.npz", "shards"
 
 
-def parser() -> ArgumentParser:
-    parse = ArgumentParser(prog="si-lightning forecast", description=__doc__.split("\n")[0], exit_on_error=False)
-    parse.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
+def parser() -> CommandParser:
+    parse = CommandParser.for_command(prog="si-lightning forecast", description=__doc__.split("\n")[0])
     parse.add_argument("--ckpt", type=str, required=True, help="checkpoint of a forecasting model (si-lightning fit)")
     parse.add_argument("--inputs", type=str, required=True, help=".npz with states (K, 2, H, W) or trajectories")
-    parse.add_argument("--steps", type=int, required=True, help="forecast steps N of each roll-out")
-    parse.add_argument("--members", type=int, default=8, help="ensemble members M per input")
+    parse.add_argument("--steps", type=PositiveInt, required=True, help="forecast steps N of each roll-out")
+    parse.add_argument("--members", type=PositiveInt, default=8, help="ensemble members M per input")
     parse.add_argument("--out", type=str, required=True, help="output directory")
-    parse.add_argument("--sde-steps", type=int, default=20, help="Euler-Maruyama steps in tau per forecast step")
+    parse.add_argument("--sde-steps", type=PositiveInt, default=20, help="Euler-Maruyama steps in tau per step")
     parse.add_argument("--seed", type=int, default=0, help="seeds every member's noise with the input's index")
     parse.add_argument("--blow-up-factor", type=float, default=10.0, help="blown up: energy > factor x input's")
-    parse.add_argument("--devices", type=int, default=1, help="processes to spawn (ignored under torchrun)")
-    parse.add_argument("--accelerator", type=str, default="cpu", help="one of: " + ", ".join(ACCELERATORS))
-    parse.add_argument("--weights", type=str, default="ema", help="ema (the checkpoint's state_dict) or raw")
-    parse.add_argument("--overwrite", type=bool, default=False, help="replace another run's forecasts in --out")
+    parse.add_argument("--devices", type=PositiveInt, default=1, help="processes to spawn (ignored under torchrun)")
+    parse.add_argument("--accelerator", default="cpu", choices=ACCELERATORS)
+    parse.add_argument("--weights", default="ema", choices=WEIGHTS, help="ema (the checkpoint's state_dict) or raw")
+    parse.add_argument("--overwrite", action="store_true", help="replace another run's forecasts in --out")
     return parse
 
 
@@ -100,22 +99,9 @@ def read_inputs(path: str, data_shape: tuple[int, ...]) -> tuple[torch.Tensor, t
 
 def make_plan(arguments: list[str]) -> tuple[ForecastPlan, Any]:
     """Parse and check every option, the checkpoint and the inputs before any process starts."""
-    try:
-        options = parser().parse_args(arguments)
-    except Exception as error:  # jsonargparse's ArgumentError: one line naming the option as typed
-        refusal = from_parse_error(str(error), arguments)
-        key = refusal.key if refusal.key.startswith("-") else "--" + refusal.key.replace("_", "-")
-        raise ConfigurationError(key, refusal.value, refusal.expected) from None
-    for key, value, least in (("--steps", options.steps, 1), ("--members", options.members, 1),
-                              ("--sde-steps", options.sde_steps, 1), ("--devices", options.devices, 1)):  # fmt: skip
-        if value < least:
-            raise ConfigurationError(key, value, f"an integer >= {least}")
+    options = parser().parse(arguments)
     if not options.blow_up_factor > 1:
         raise ConfigurationError("--blow-up-factor", options.blow_up_factor, "a number > 1")
-    if options.accelerator not in ACCELERATORS:
-        raise ConfigurationError("--accelerator", options.accelerator, f"one of {', '.join(ACCELERATORS)}")
-    if options.weights not in WEIGHTS:
-        raise ConfigurationError("--weights", options.weights, f"one of {', '.join(WEIGHTS)}")
     out = check_output_path(options.out)
     module = load_model(options.ckpt, options.weights)
     if not hasattr(module.interpolant, "forecast"):
@@ -224,6 +210,6 @@ class _Work:
         forecast_shards(self.plan, processes)
 
 
-def main(arguments: list[str]) -> int:
+def main(arguments: list[str], debug: bool = False) -> int:
     """Entry point of ``si-lightning forecast``; bad options end in one ``error:`` line and exit status 2."""
-    return run(arguments)
+    return report_configuration_errors(run, arguments, debug)
