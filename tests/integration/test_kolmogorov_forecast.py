@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from si_lightning.cli import main
 from si_lightning.physics import divergence
 from tests.integration.executable import EXECUTABLE, REPOSITORY, last_line, run
 
@@ -35,11 +36,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def forecast(folder: Path, out: str, *extra: str, timeout: float = 240):
+def forecast_arguments(folder: Path, out: str, *extra: str) -> list[str]:
     checkpoint = folder / "runs" / "kolmogorov-forecast" / "version_0" / "checkpoints" / "last.ckpt"
-    arguments = ["forecast", "--ckpt", str(checkpoint), "--inputs", str(folder / "held-out.npz"), "--steps", "3",
-                 "--members", "2", "--sde-steps", "4", "--out", str(folder / out), *extra]  # fmt: skip
-    return run([str(EXECUTABLE), *arguments], folder, timeout=timeout)
+    return ["forecast", "--ckpt", str(checkpoint), "--inputs", str(folder / "held-out.npz"), "--steps", "3",
+            "--members", "2", "--sde-steps", "4", "--out", str(folder / out), *extra]  # fmt: skip
+
+
+def forecast(folder: Path, out: str, *extra: str, timeout: float = 240):
+    return run([str(EXECUTABLE), *forecast_arguments(folder, out, *extra)], folder, timeout=timeout)
 
 
 @pytest.mark.timeout(600)
@@ -84,41 +88,42 @@ def test_forecast_is_the_same_on_two_processes(trained: Path) -> None:
             assert np.array_equal(first["forecasts"], second["forecasts"])
 
 
-# Each case starts the executable (a few seconds of imports); one runs in the default suite.
+# The first case runs the executable; the others the same entry point in this process (the executable's
+# start-up is the slow part).
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    ("extra", "message"),
+    ("extra", "message", "executable"),
     [
-        (["--members", "two"], "error: --members = two: an integer >= 1"),
-        pytest.param(["--steps", "0"], "error: --steps = 0: an integer >= 1", marks=pytest.mark.slow),
-        pytest.param(
-            ["--memberz", "2"],
-            "error: --memberz = 2: an unknown option (see --help)",
-            marks=pytest.mark.slow,
-        ),  # fmt: skip
-        pytest.param(
-            ["--blow-up-factor", "0.5"], "error: --blow-up-factor = 0.5: a number > 1", marks=pytest.mark.slow
-        ),  # fmt: skip
+        (["--members", "two"], "error: --members = two: an integer >= 1", True),
+        (["--steps", "0"], "error: --steps = 0: an integer >= 1", False),
+        (["--memberz", "2"], "error: --memberz = 2: an unknown option (see --help)", False),
+        (["--blow-up-factor", "0.5"], "error: --blow-up-factor = 0.5: a number > 1", False),
     ],
 )
-def test_bad_options_are_one_line_errors(trained: Path, extra: list[str], message: str) -> None:
-    result = forecast(trained, "bad", *extra)
-    assert result.returncode == 2
-    assert last_line(result.stderr) == message
-    assert "Traceback" not in result.stderr and not (trained / "bad").exists()
+def test_bad_options_are_one_line_errors(
+    trained: Path, extra: list[str], message: str, executable: bool, capsys
+) -> None:
+    if executable:
+        result = forecast(trained, "bad", *extra)
+        status, stderr = result.returncode, result.stderr
+    else:
+        status, stderr = main(forecast_arguments(trained, "bad", *extra)), capsys.readouterr().err
+    assert status == 2
+    assert last_line(stderr) == message
+    assert "Traceback" not in stderr and not (trained / "bad").exists()
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_inputs_of_another_grid_are_refused(trained: Path) -> None:
+def test_inputs_of_another_grid_are_refused(trained: Path, capsys) -> None:
     np.savez(trained / "wrong.npz", states=np.zeros((2, 2, 8, 8), dtype=np.float32))
     checkpoint = trained / "runs" / "kolmogorov-forecast" / "version_0" / "checkpoints" / "last.ckpt"
-    result = run([str(EXECUTABLE), "forecast", "--ckpt", str(checkpoint), "--inputs", str(trained / "wrong.npz"),
-                  "--steps", "2", "--out", str(trained / "wrong")], trained, timeout=240)  # fmt: skip
-    assert result.returncode == 2
+    status = main(["forecast", "--ckpt", str(checkpoint), "--inputs", str(trained / "wrong.npz"),
+                   "--steps", "2", "--out", str(trained / "wrong")])  # fmt: skip
+    assert status == 2
     expected = (f"error: --inputs = {trained / 'wrong.npz'}: an .npz with states (K, 2, 16, 16) or trajectories "
                 "(K, T, ...); states are (2, 2, 8, 8)")  # fmt: skip
-    assert last_line(result.stderr) == expected
+    assert last_line(capsys.readouterr().err) == expected
 
 
 @pytest.mark.slow
