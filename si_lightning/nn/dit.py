@@ -102,7 +102,38 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm(x), shift, scale))
 
 
-class DiT(Backbone):
+class PatchTokens(Backbone):
+    """What DiT and ZigMa share: patches in, the conditioning vector c, patches out.
+
+    A subclass sets ``patch_size``, ``grid`` (tokens per side), ``patch_embedding`` (a strided conv),
+    ``position_embedding`` (1, tokens, hidden), ``time_embedding`` and ``label_embedding`` (or None).
+    """
+
+    def tokens_and_conditioning(self, x: Tensor, t: Tensor, cond: Condition | None) -> tuple[Tensor, Tensor]:
+        """(tokens (batch, h * w, hidden) with positions added, c (batch, hidden) = time + label embedding)."""
+        labels, channels = self.check_inputs(x, t, cond)
+        if channels is not None:
+            x = torch.cat([x, channels.to(x.dtype)], dim=1)
+        tokens = rearrange(self.patch_embedding(x), "batch hidden h w -> batch (h w) hidden")
+        tokens = tokens + self.position_embedding.to(tokens.dtype)
+        c = self.time_embedding(t)
+        if self.label_embedding is not None:
+            c = c + self.label_embedding(labels)
+        return tokens, c
+
+    def unpatchify(self, tokens: Tensor) -> Tensor:
+        """(batch, h * w, p * p * C) -> (batch, C, h * p, w * p); tokens in row-major patch order."""
+        return rearrange(
+            tokens,
+            "batch (h w) (p q channels) -> batch channels (h p) (w q)",
+            h=self.grid[0],
+            w=self.grid[1],
+            p=self.patch_size,
+            q=self.patch_size,
+        )
+
+
+class DiT(PatchTokens):
     """Diffusion transformer: (x (batch, C, H, W), t (batch,), cond) -> (batch, out_channels, H, W).
 
     The input (with ``cond_channels`` extra channels concatenated) is cut into patch_size x patch_size
@@ -208,26 +239,8 @@ class DiT(Backbone):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def unpatchify(self, tokens: Tensor) -> Tensor:
-        """(batch, h * w, p * p * C) -> (batch, C, h * p, w * p); tokens in row-major patch order."""
-        return rearrange(
-            tokens,
-            "batch (h w) (p q channels) -> batch channels (h p) (w q)",
-            h=self.grid[0],
-            w=self.grid[1],
-            p=self.patch_size,
-            q=self.patch_size,
-        )
-
     def forward(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Tensor:
-        labels, channels = self.check_inputs(x, t, cond)
-        if channels is not None:
-            x = torch.cat([x, channels.to(x.dtype)], dim=1)
-        tokens = rearrange(self.patch_embedding(x), "batch hidden h w -> batch (h w) hidden")
-        tokens = tokens + self.position_embedding.to(tokens.dtype)
-        c = self.time_embedding(t)
-        if self.label_embedding is not None:
-            c = c + self.label_embedding(labels)
+        tokens, c = self.tokens_and_conditioning(x, t, cond)
         for block in self.blocks:
             tokens = block(tokens, c)
         return self.unpatchify(self.final_layer(tokens, c))

@@ -18,13 +18,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from si_lightning.checks import lookup
 from si_lightning.condition import Condition
-from si_lightning.nn.backbone import Backbone
-from si_lightning.nn.dit import FinalLayer, modulate, sincos_position_embedding
+from si_lightning.nn.dit import FinalLayer, PatchTokens, modulate, sincos_position_embedding
 from si_lightning.nn.embeddings import LabelEmbedding, TimeEmbedding
 from si_lightning.nn.selective_scan import MAX_CHUNK_SIZE, selective_scan
 from si_lightning.nn.zigzag import NUM_ZIGZAG_PATHS, zigzag_paths
@@ -112,7 +110,7 @@ class ZigMaBlock(nn.Module):
         return x + gate[:, None, :] * self.mixer(scanned).index_select(1, inverse)
 
 
-class ZigMa(Backbone):
+class ZigMa(PatchTokens):
     """Zigzag Mamba: (x (batch, C, H, W), t (batch,), cond) -> (batch, out_channels, H, W).
 
     As DiT: the input (with ``cond_channels`` extra channels concatenated) is cut into patch_size x
@@ -228,26 +226,8 @@ class ZigMa(Backbone):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def unpatchify(self, tokens: Tensor) -> Tensor:
-        """(batch, h * w, p * p * C) -> (batch, C, h * p, w * p); tokens in row-major patch order."""
-        return rearrange(
-            tokens,
-            "batch (h w) (p q channels) -> batch channels (h p) (w q)",
-            h=self.grid[0],
-            w=self.grid[1],
-            p=self.patch_size,
-            q=self.patch_size,
-        )
-
     def forward(self, x: Tensor, t: Tensor, cond: Condition | None = None) -> Tensor:
-        labels, channels = self.check_inputs(x, t, cond)
-        if channels is not None:
-            x = torch.cat([x, channels.to(x.dtype)], dim=1)
-        tokens = rearrange(self.patch_embedding(x), "batch hidden h w -> batch (h w) hidden")
-        tokens = tokens + self.position_embedding.to(tokens.dtype)
-        c = self.time_embedding(t)
-        if self.label_embedding is not None:
-            c = c + self.label_embedding(labels)
+        tokens, c = self.tokens_and_conditioning(x, t, cond)
         for index, block in enumerate(self.blocks):
             path = index % NUM_ZIGZAG_PATHS
             tokens = block(tokens, c, self.paths[path], self.inverse_paths[path])
