@@ -31,11 +31,12 @@ from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 from tqdm import tqdm
 
-from si_lightning.callbacks.generation import batched, rank_indices, sample_with_labels
+from si_lightning.callbacks.generation import batched, rank_indices
 from si_lightning.callbacks.tracking import git_state
 from si_lightning.commands.arguments import CommaList, CommandParser, comma_text, report_configuration_errors
 from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
 from si_lightning.commands.checks import check_output_path
+from si_lightning.commands.choices import SamplingChoices, add_choice_arguments, request, resolve
 from si_lightning.commands.conditioning import (
     Conditioner,
     Conditioning,
@@ -89,6 +90,7 @@ def parser() -> CommandParser:
     parse.add_argument("--keep-shards", action="store_true", help="keep the float32 shard files after assembling")
     parse.add_argument("--overwrite", action="store_true", help="replace another run's samples in --out")
     parse.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_choice_arguments(parse)
     return parse
 
 
@@ -143,6 +145,7 @@ class SamplePlan:
     quiet: bool
     settings: dict[str, Any]
     conditioning: Conditioning | None = None
+    choices: SamplingChoices = SamplingChoices()
 
     @property
     def num_shards(self) -> int:
@@ -187,6 +190,7 @@ def make_plan(options: Namespace) -> SamplePlan:
     """
     check_output_path(options.out)
     spec = sampler_spec(options.sampler)
+    choices = request(options, spec)
     module = load_model(options.ckpt, options.weights)
     conditioning = conditioning_for(options, module, spec)  # None for a Gaussian base
     if conditioning is None:
@@ -213,6 +217,13 @@ def make_plan(options: Namespace) -> SamplePlan:
         settings["decoder"] = decoder.as_dict()
     if conditioning is not None:
         settings["inputs"] = conditioning.settings()
+    settings.update(choices.settings())
+    previous = read_record(Path(options.out)) if Path(options.out).is_dir() else None
+    choices = resolve(
+        choices, module, spec, data_shape, num_classes, options.guidance_scale, conditioning is not None,
+        decoder is not None, None if previous is None else previous.get("settings"), settings,
+    )  # fmt: skip
+    settings.update(choices.settings())
     check_output_directory(Path(options.out), settings, options.overwrite)
     return SamplePlan(
         checkpoint=str(options.ckpt),
@@ -234,6 +245,7 @@ def make_plan(options: Namespace) -> SamplePlan:
         quiet=options.quiet,
         settings=settings,
         conditioning=conditioning,
+        choices=choices,
     )
 
 
@@ -248,8 +260,9 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
     """This process's shards that are not on disk yet, batch by batch."""
     out = Path(plan.out)
     module = load_model(plan.checkpoint, plan.weights).to(processes.device)
-    sampler = plan.sampler.build()
-    fields = module.fields(ema=True, guidance_scale=plan.guidance_scale)
+    sampler = plan.choices.sampler(plan.sampler)
+    fields = plan.choices.fields(module.fields(ema=True, guidance_scale=plan.guidance_scale))
+    search, reward = plan.choices.searcher()
     decoder = None if plan.decoder is None else plan.decoder.build(processes.device)
     conditioner = None if plan.conditioning is None else Conditioner(plan.conditioning, processes.device)
     pending = [
@@ -269,18 +282,23 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
         for shard in pending:
             seeds = plan.shard_seeds(shard)
             positions = list(range(shard * plan.shard_size, shard * plan.shard_size + len(seeds)))
-            chunks, nfe = [], 0.0
+            chunks, rewards, nfe = [], [], 0.0
             for batch in batched(positions, plan.batch_size):
                 batch_seeds = [plan.seeds[position] for position in batch]
                 labels = plan.labels_for(batch)
                 if conditioner is None:
-                    result = sample_with_labels(fields, sampler, batch_seeds, plan.data_shape, processes.device, labels)
+                    x, batch_nfe, reward_values = plan.choices.batch(
+                        fields, sampler, search, reward, batch_seeds, plan.data_shape, processes.device, labels
+                    )
+                    rewards.append(reward_values)
                 else:
                     result = conditioner.sample(fields, sampler, batch, batch_seeds, labels)
-                chunks.append((result.x if decoder is None else decoder.decode(result.x)).float().cpu())
-                nfe += result.nfe * len(batch)
+                    x, batch_nfe = result.x, result.nfe
+                chunks.append((x if decoder is None else decoder.decode(x)).float().cpu())
+                nfe += batch_nfe * len(batch)
                 progress.update(len(batch) * processes.world_size)  # every process runs at about this rate
             samples = torch.cat(chunks)
+            plan.choices.write_rewards(out, shard, seeds, rewards)
             if conditioner is not None:
                 conditioner.write_shard(out, shard, seeds, plan.write_png)
             if plan.write_png:
@@ -321,6 +339,7 @@ def run_sampling(plan: SamplePlan, processes: Processes) -> None:
     }
     if plan.conditioning is not None:
         record["inputs"] = plan.conditioning.record()
+    record.update(plan.choices.summary(out, plan.num_shards, plan.keep_shards))
     write_record(out, record)
     if not plan.keep_shards:
         for shard in range(plan.num_shards):
