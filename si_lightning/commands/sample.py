@@ -57,6 +57,12 @@ from si_lightning.commands.outputs import (
     write_record,
     write_shard,
 )
+from si_lightning.commands.posterior import (
+    assemble_posterior,
+    check_samples_per_input,
+    restore_draws,
+    write_posterior_shard,
+)
 from si_lightning.commands.processes import ACCELERATORS, Processes, run_on_processes
 from si_lightning.commands.samplers import SamplerOption, SamplerSpec, sampler_spec
 from si_lightning.commands.seeds import choose_seeds
@@ -91,6 +97,7 @@ def parser() -> CommandParser:
     parse.add_argument("--overwrite", action="store_true", help="replace another run's samples in --out")
     parse.add_argument("--quiet", action="store_true", help="no progress bar")
     add_choice_arguments(parse)
+    parse.add_argument("--samples-per-input", type=PositiveInt, default=1, help="with --inputs: K posterior draws")
     return parse
 
 
@@ -146,6 +153,7 @@ class SamplePlan:
     settings: dict[str, Any]
     conditioning: Conditioning | None = None
     choices: SamplingChoices = SamplingChoices()
+    samples_per_input: int = 1
 
     @property
     def num_shards(self) -> int:
@@ -217,6 +225,9 @@ def make_plan(options: Namespace) -> SamplePlan:
         settings["decoder"] = decoder.as_dict()
     if conditioning is not None:
         settings["inputs"] = conditioning.settings()
+    check_samples_per_input(options.samples_per_input, conditioning is not None)
+    if options.samples_per_input > 1:
+        settings["samples_per_input"] = options.samples_per_input
     settings.update(choices.settings())
     previous = read_record(Path(options.out)) if Path(options.out).is_dir() else None
     choices = resolve(
@@ -246,6 +257,7 @@ def make_plan(options: Namespace) -> SamplePlan:
         settings=settings,
         conditioning=conditioning,
         choices=choices,
+        samples_per_input=options.samples_per_input,
     )
 
 
@@ -282,7 +294,7 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
         for shard in pending:
             seeds = plan.shard_seeds(shard)
             positions = list(range(shard * plan.shard_size, shard * plan.shard_size + len(seeds)))
-            chunks, rewards, nfe = [], [], 0.0
+            chunks, rewards, draws, nfe = [], [], [], 0.0
             for batch in batched(positions, plan.batch_size):
                 batch_seeds = [plan.seeds[position] for position in batch]
                 labels = plan.labels_for(batch)
@@ -292,13 +304,17 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
                     )
                     rewards.append(reward_values)
                 else:
-                    result = conditioner.sample(fields, sampler, batch, batch_seeds, labels)
-                    x, batch_nfe = result.x, result.nfe
+                    x, batch_nfe, batch_draws = restore_draws(
+                        conditioner, fields, sampler, batch, batch_seeds, labels, plan.samples_per_input
+                    )
+                    draws.append(batch_draws.float().cpu())
                 chunks.append((x if decoder is None else decoder.decode(x)).float().cpu())
                 nfe += batch_nfe * len(batch)
                 progress.update(len(batch) * processes.world_size)  # every process runs at about this rate
             samples = torch.cat(chunks)
             plan.choices.write_rewards(out, shard, seeds, rewards)
+            if plan.samples_per_input > 1:
+                write_posterior_shard(out, shard, seeds, torch.cat(draws), plan.write_png)
             if conditioner is not None:
                 conditioner.write_shard(out, shard, seeds, plan.write_png)
             if plan.write_png:
@@ -340,6 +356,8 @@ def run_sampling(plan: SamplePlan, processes: Processes) -> None:
     if plan.conditioning is not None:
         record["inputs"] = plan.conditioning.record()
     record.update(plan.choices.summary(out, plan.num_shards, plan.keep_shards))
+    if plan.samples_per_input > 1:
+        record["posterior"] = assemble_posterior(out, plan.num_shards, plan.keep_shards)
     write_record(out, record)
     if not plan.keep_shards:
         for shard in range(plan.num_shards):

@@ -11,6 +11,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -178,3 +179,54 @@ def test_search_writes_rewards_and_does_not_depend_on_processes(digits_checkpoin
         best_rewards,
         single_rewards,
     )
+
+
+@pytest.mark.timeout(600)
+def test_samples_per_input_writes_every_draw_and_the_posterior_mean(inpainting_checkpoint, tmp_path) -> None:
+    from si_lightning.commands.outputs import npz_bytes
+    from tests.commands.test_sample_inputs import held_out_digits
+
+    digits = held_out_digits(4)
+    inputs = tmp_path / "digits.npz"
+    inputs.write_bytes(npz_bytes({"arr_0": digits.permute(0, 2, 3, 1).numpy()}))
+    common = ["--inputs", str(inputs), "--sampler", "ode-euler-4", "--samples-per-input", "3", "--shard-size", "2"]
+    one, two = tmp_path / "one", tmp_path / "two"
+    lines = sample(inpainting_checkpoint, one, *common)
+    assert lines[-1] == f"4 samples, 12.0 NFE per sample -> {one}"  # 3 draws of 4 Euler steps per input
+    sample(inpainting_checkpoint, two, *common, "--devices", "2", "--accelerator", "cpu", "--batch-size", "1")
+    assert (two / "samples.npz").read_bytes() == (one / "samples.npz").read_bytes()
+    for folder, names in {
+        "images": ["000000.png"],
+        "draws": ["000000-1.png", "000000-2.png"],
+        "mean": ["000000.png"],
+        "std": ["000000.png"],
+    }.items():
+        assert sorted(path.name for path in (one / folder / "000000").glob("000000*.png")) == names, folder
+    record = json.loads((one / "record.json").read_text())
+    assert record["settings"]["samples_per_input"] == 3 and record["posterior"]["samples_per_input"] == 3
+
+    with np.load(one / "samples.npz") as loaded:
+        arrays = {name: loaded[name] for name in loaded.files}
+    with np.load(one / "inputs.npz") as loaded:
+        keep = loaded["keep"].astype(bool)  # (4, 8, 8): the mask of each input's seed
+    draws = arrays["draws"][..., 0].astype(np.float64)  # (4, 3, 8, 8) uint8 levels
+    assert arrays["draws"].shape == (4, 3, 8, 8, 1) and arrays["std"].dtype == np.float32
+    np.testing.assert_array_equal(arrays["draws"][:, 0], arrays["arr_0"])  # draw 0 is the plain sample
+    # One mask for the K draws: every draw equals the input on its kept pixels, so the spread is exactly 0 there.
+    truth = digits[:, 0].numpy()
+    for draw in range(3):
+        np.testing.assert_array_equal(draws[:, draw][keep], truth[keep])
+    assert np.all(arrays["std"][..., 0][keep] == 0)
+    # The draws differ only on hidden pixels (the coupling noise of (seed, draw) fills them anew).
+    assert np.all(arrays["std"][..., 0][~keep] > 0)
+    # mean and std of the float draws against those of the written uint8 draws: quantising moves each
+    # draw by at most half a level (1 / 255 in [-1, 1]), so the mean by that much and the std by at most
+    # sqrt(K / (K - 1)) of it, plus the mean's own rounding of half a level.
+    # Only where no draw was clipped to [-1, 1] (levels 1 .. 254), where quantising is the only difference.
+    inside = ((draws > 0) & (draws < 255)).all(1)
+    assert inside.sum() > 20
+    levels = draws / 127.5 - 1
+    mean_image = arrays["mean"][..., 0] / 127.5 - 1
+    assert np.abs(mean_image - levels.mean(1))[inside].max() <= 2 / 255 + 1e-9
+    spread = np.abs(arrays["std"][..., 0] - levels.std(1, ddof=1))
+    assert spread[inside].max() <= math.sqrt(1.5) / 255 + 1e-6
