@@ -134,9 +134,10 @@ def test_search_writes_rewards_and_does_not_depend_on_processes(digits_checkpoin
     common = ["--sampler", "sde-euler-sigma-4", "--search", "smc", "--reward", "digits-class:3", "--budget", "15"]
     common += ["--search-temperature", "2", "--num-samples", "4", "--shard-size", "2", "--keep-shards"]
     one, two = tmp_path / "one", tmp_path / "two"
+    # Shards of 2 seeds, one batch each on either count of processes: the same kernels, the same bytes.
     lines = sample(digits_checkpoint, one, *common)
     assert lines[-1] == f"4 samples, 15.0 NFE per sample -> {one}"  # 3 particles of 4 steps + 1 evaluation
-    sample(digits_checkpoint, two, *common, "--devices", "2", "--accelerator", "cpu", "--batch-size", "1")
+    sample(digits_checkpoint, two, *common, "--devices", "2", "--accelerator", "cpu")
     assert (two / "samples.npz").read_bytes() == (one / "samples.npz").read_bytes()
     assert (two / "rewards.csv").read_text() == (one / "rewards.csv").read_text()
     record = json.loads((one / "record.json").read_text())
@@ -181,6 +182,7 @@ def test_search_writes_rewards_and_does_not_depend_on_processes(digits_checkpoin
     )
 
 
+@pytest.mark.slow  # about 40 s of CPU with the in-painting checkpoint's fit
 @pytest.mark.timeout(600)
 def test_samples_per_input_writes_every_draw_and_the_posterior_mean(inpainting_checkpoint, tmp_path) -> None:
     from si_lightning.commands.outputs import npz_bytes
@@ -193,7 +195,7 @@ def test_samples_per_input_writes_every_draw_and_the_posterior_mean(inpainting_c
     one, two = tmp_path / "one", tmp_path / "two"
     lines = sample(inpainting_checkpoint, one, *common)
     assert lines[-1] == f"4 samples, 12.0 NFE per sample -> {one}"  # 3 draws of 4 Euler steps per input
-    sample(inpainting_checkpoint, two, *common, "--devices", "2", "--accelerator", "cpu", "--batch-size", "1")
+    sample(inpainting_checkpoint, two, *common, "--devices", "2", "--accelerator", "cpu")
     assert (two / "samples.npz").read_bytes() == (one / "samples.npz").read_bytes()
     for folder, names in {
         "images": ["000000.png"],
