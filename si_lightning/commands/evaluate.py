@@ -225,6 +225,7 @@ def run(arguments: list[str]) -> int:
     check_numbers(options, metrics)
     check_output_path(options.out)
     path = parse_path(options.path)
+    points = parse_sweep(options) if options.sweep else []  # a bad grid or preset before the checkpoint is read
     device = torch.device(resolve_accelerator(options.accelerator))
     module = datamodule = None
     if options.ckpt is not None:
@@ -265,7 +266,6 @@ def run(arguments: list[str]) -> int:
     if options.sweep:
         if module is None:
             raise ConfigurationError("--sweep", True, "--ckpt: a sweep generates samples")
-        points = parse_sweep(options)
         seeds = choose_seeds(options.seeds, options.num_samples)
         real = real_side(options, len(seeds), datamodule)
 

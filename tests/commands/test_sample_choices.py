@@ -58,7 +58,9 @@ def test_choices_are_refused_in_one_line_before_the_checkpoint_is_read(tmp_path,
         + ["--search-temperature", "-1"],
     }
     commands = {key: [*base, *extra] for key, extra in cases.items()}
-    commands["--path    "] = ["evaluate", "--ckpt", missing, "--path", "warp", "--out", str(tmp_path / "evaluation")]
+    evaluation = ["evaluate", "--ckpt", missing, "--out", str(tmp_path / "evaluation")]
+    commands["--path    "] = [*evaluation, "--path", "warp"]
+    commands["--sweep-samplers"] = [*evaluation, "--sweep", "--sweep-samplers", "ode-heun-cosine-4,ode-heun-warped-4"]
     for key, command in commands.items():
         status, stderr = main(command), capsys.readouterr().err
         lines = stderr.strip().splitlines()
