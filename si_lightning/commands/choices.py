@@ -112,6 +112,10 @@ class SamplingChoices:
 def request(options: Any, spec: SamplerSpec) -> SamplingChoices:
     """The choices of the command line, checked before the checkpoint is read."""
     check_grid_request(options.grid, options.pilot, spec.init_args, spec.class_path)
+    for key, value in (("--labels", options.labels), ("--guidance-scale", options.guidance_scale)):
+        if options.search is not None and value is not None:
+            expected = "unset with --search: a class-conditional model is searched on its unconditional branch"
+            raise ConfigurationError(key, value, expected)
     if options.grid is not None and options.search is not None:
         raise ConfigurationError("--grid", options.grid, "unset with --search (the search takes the sampler's grid)")
     return SamplingChoices(

@@ -5,7 +5,9 @@ increments and resampling draws come from generators seeded by its seed, so the 
 only on the seeds and the settings, not on the batch or the number of processes. The branches follow the
 ``--sampler``'s steps, grid and diffusion (an ODE sampler: diffusion scale 0, branches differ only in
 their base noise; an SDE preset such as ``sde-euler-sigma-20`` lets SMC, beam search and rollover
-budget forcing branch). ``--budget`` is the evaluations per output sample (at least steps + 1).
+budget forcing branch). ``--budget`` is the evaluations per output sample (at least steps + 1). A
+class-conditional model is searched on its unconditional branch (the null label it was trained with
+by label dropout): the reward steers it, not a label, so ``--labels`` and ``--guidance-scale`` are refused.
 
 Rewards: ``digits-class:K`` is log p(K | x) of the shipped digits classifier
 (``si_lightning.metrics.digits``) on the predicted data in [-1, 1]; ``module:factory`` names a callable

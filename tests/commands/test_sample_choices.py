@@ -54,6 +54,7 @@ def test_choices_are_refused_in_one_line_before_the_checkpoint_is_read(tmp_path,
         "--reward   ": ["--reward", "digits-class:3"],
         "--budget": ["--search", "best-of-n", "--reward", "digits-class:3", "--budget", "4"]
         + ["--sampler", "ode-euler-4"],
+        "--labels": ["--search", "smc", "--reward", "digits-class:3", "--budget", "60", "--labels", "3"],
         "--search-temperature": ["--search", "smc", "--reward", "digits-class:3", "--budget", "60"]
         + ["--search-temperature", "-1"],
     }
