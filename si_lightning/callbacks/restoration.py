@@ -10,6 +10,10 @@ seed first_seed + i alone), every rank restores its shard with each sampler, and
   images in the hole; a Gaussian filter for denoising, and for rain also the training mean on the
   streaks; the blurred input itself for deblurring. In-painting's PSNR is over hidden pixels only
   (``psnr-hidden``), where the restoration does its work (kept pixels are exact by construction);
+- nearest-neighbour baselines (``si_lightning.callbacks.neighbours``): kNN-1 copies the training image
+  closest on the observed pixels (or low-resolution image), kNN-5 averages the 5 closest;
+- with ``posterior_draws`` K > 1, the same scores for the per-pixel mean of K draws of each image
+  (draw k: the image's degradation, the noise of draw k), keyed ``{sampler}-mean{K}``;
 - the Fréchet distance of restored versus real images in the features of ``extractor``
   (``fid-digits`` for the shipped digits classifier, ``fid`` for InceptionV3);
 - a picture, one row per image: degraded input | k restorations (k noise draws) | ground truth.
@@ -43,6 +47,7 @@ from si_lightning.callbacks.generation import (
     sample_from_inputs,
 )
 from si_lightning.callbacks.generation import held_out_data as load_held_out
+from si_lightning.callbacks.neighbours import neighbour_baselines
 from si_lightning.callbacks.schedule import PeriodicEvaluation
 from si_lightning.checks import positive_count
 from si_lightning.couplings import (
@@ -58,6 +63,7 @@ from si_lightning.couplings import (
 )
 from si_lightning.metrics import build_feature_extractor, extract_features, frechet_distance, metric_name
 from si_lightning.sampling import ODESampler, SDESampler
+from si_lightning.seeding import derived_seed
 
 DATA_RANGE = 2.0  # images live in [-1, 1]
 
@@ -160,6 +166,7 @@ class RestorationCallback(PeriodicEvaluation):
         mean_images: training images averaged for in-painting's mean-fill baseline.
         guidance_scale: classifier-free guidance w for a class-conditional restoration model.
         ema: use the EMA weights (the raw weights if False).
+        posterior_draws: K draws per image whose mean is scored too (1: none).
     """
 
     def __init__(
@@ -179,6 +186,7 @@ class RestorationCallback(PeriodicEvaluation):
         mean_images: int = 2000,
         guidance_scale: float | None = None,
         ema: bool = True,
+        posterior_draws: int = 1,
     ) -> None:
         super().__init__(every_n_steps, at_end)
         self.num_samples = positive_count("num_samples", num_samples, minimum=2)
@@ -192,11 +200,13 @@ class RestorationCallback(PeriodicEvaluation):
         self.first_seed = positive_count("first_seed", first_seed, minimum=0)
         self.mean_images = positive_count("mean_images", mean_images)
         self.guidance_scale, self.ema = guidance_scale, bool(ema)
+        self.posterior_draws = positive_count("posterior_draws", posterior_draws)
         options = {} if weights_path is None else {"weights_path": weights_path}
         self.extractor = None if extractor is None else build_feature_extractor(extractor, **options)
         self.data: HeldOutData | None = None
         self.mean_image: Tensor | None = None
         self.baselines: Baselines | None = None
+        self.training_images: Tensor | None = None
 
     # ---------------------------------------------------------------------------------- set-up
     def prepare(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -214,7 +224,8 @@ class RestorationCallback(PeriodicEvaluation):
             raise ValueError(f"RestorationCallback needs at least 2 held-out images in {self.split!r}")
         generator = torch.Generator().manual_seed(self.data_seed)
         count = min(self.mean_images, len(datamodule.dataset("train")))
-        self.mean_image = datamodule.real_samples(count, generator, split="train").double().mean(0).float()
+        self.training_images = datamodule.real_samples(count, generator, split="train")
+        self.mean_image = self.training_images.double().mean(0).float()
 
     @property
     def count(self) -> int:
@@ -250,6 +261,23 @@ class RestorationCallback(PeriodicEvaluation):
         draws = torch.stack([restored[: len(rows)], *extra], dim=1) if extra else restored[: len(rows), None]
         return restored, float(total) / self.count, draws
 
+    def posterior_mean(self, trainer: pl.Trainer, pl_module: pl.LightningModule, sampler: Sampler, first: Tensor):
+        """The per-pixel mean (M, ...) of ``posterior_draws`` draws per image, draw 0 being ``first``."""
+        device = pl_module.device
+        chunks = []
+        with evaluation_mode(pl_module, self.ema):
+            fields = pl_module.fields(ema=self.ema, guidance_scale=self.guidance_scale)
+            for batch in batched(local_indices(trainer, self.count), self.batch_size, trainer):
+                seeds = self.seeds(batch)
+                total = first[batch].to(device).clone()
+                for draw in range(1, self.posterior_draws):
+                    inputs = self.data.inputs(seeds, device, draw=draw)
+                    noise_seeds = [derived_seed("posterior-draw", seed, draw) for seed in seeds]  # as `sample`
+                    total += sample_from_inputs(fields, sampler, noise_seeds, inputs.x0, inputs.cond).x
+                chunks.append(total / self.posterior_draws)
+        local = torch.cat(chunks) if chunks else torch.zeros((0, *self.data.x1.shape[1:]), device=device)
+        return gather_in_order(trainer, local, self.count)
+
     # -------------------------------------------------------------------------------- metrics
     def scores(self, predictions: Tensor, truth: Tensor, region: Tensor | None) -> dict[str, float]:
         """{"psnr" or "psnr-hidden": ..., "ssim": ...} (means over images)."""
@@ -273,6 +301,7 @@ class RestorationCallback(PeriodicEvaluation):
         reference = self.data.inputs(self.seeds(list(range(self.count))), device)
         coupling = base_coupling(self.data.coupling)
         baselines, region = self.baselines(coupling, reference, self.mean_image)
+        baselines.update(neighbour_baselines(coupling, reference, self.training_images))
         extractor_name = "inception" if self.extractor is None else self.extractor.name
         metrics: dict[str, float] = {}
         for name, images in baselines.items():
@@ -288,6 +317,10 @@ class RestorationCallback(PeriodicEvaluation):
                     value
                 )
             metrics[metric_name("nfe", name, self.count)] = nfe
+            if self.posterior_draws > 1:
+                mean = self.posterior_mean(trainer, pl_module, sampler, restored)
+                for metric, value in self.scores(mean, reference.x1, region).items():
+                    metrics[metric_name(metric, f"{name}-mean{self.posterior_draws}", self.count)] = value
             details[name] = repr(sampler)
             if trainer.is_global_zero:
                 rows = draws.shape[0]

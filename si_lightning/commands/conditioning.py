@@ -72,6 +72,7 @@ from si_lightning.files import write_atomically
 from si_lightning.metrics import quantize_to_uint8
 from si_lightning.module import InterpolantModule
 from si_lightning.sampling import Fields, SampleResult
+from si_lightning.seeding import derived_seed
 
 INPUTS_EXPECTED = "a folder of images (.png, .jpg, ...) or an .npz with arr_0: uint8 (N, H, W, C)"
 
@@ -280,7 +281,8 @@ def check_sampler(spec: SamplerSpec, module: InterpolantModule, name: str) -> No
 
 
 # --------------------------------------------------------------------------- (x0, cond) per kind
-# Each: (coupling, images (n, C, h, w) in [-1, 1], labels (n,) or None, seeds) -> (x0, cond, picture, keep-mask).
+# Each: (coupling, images (n, C, h, w) in [-1, 1], labels (n,) or None, seeds, draw) -> (x0, cond, picture, keep).
+# Draw d of a seed keeps the degradation (mask, block means) of the seed and takes the coupling noise of (seed, d).
 Prepared = tuple[Tensor, Condition, Tensor, Tensor | None]
 
 
@@ -308,9 +310,11 @@ def condition_picture(coupling: Coupling, batch: Batch) -> tuple[Tensor, Tensor 
     return (coupling.degraded(batch), None) if picture is None else picture(inner, batch)
 
 
-def prepare_clean(coupling: Coupling, images: Tensor, labels: Tensor | None, seeds: Sequence[int]) -> Prepared:
+def prepare_clean(
+    coupling: Coupling, images: Tensor, labels: Tensor | None, seeds: Sequence[int], draw: int = 0
+) -> Prepared:
     batches = [
-        coupled_input(coupling, images[row : row + 1], None if labels is None else labels[row : row + 1], seed)
+        coupled_input(coupling, images[row : row + 1], None if labels is None else labels[row : row + 1], seed, draw)
         for row, seed in enumerate(seeds)
     ]
     batch = Batch.concatenate(batches)
@@ -318,11 +322,13 @@ def prepare_clean(coupling: Coupling, images: Tensor, labels: Tensor | None, see
     return batch.x0, batch.cond, picture, keep
 
 
-def prepare_low_resolution(coupling: Coupling, images: Tensor, labels: Tensor | None, seeds: Sequence[int]) -> Prepared:
+def prepare_low_resolution(
+    coupling: Coupling, images: Tensor, labels: Tensor | None, seeds: Sequence[int], draw: int = 0
+) -> Prepared:
     inner = image_coupling(coupling)
     parts = []
     for row, seed in enumerate(seeds):
-        _, noise = coupling_generators(seed, images.device)
+        _, noise = coupling_generators(seed, images.device, draw)
         parts.append(inner.couple_low_resolution(images[row : row + 1], noise))
     x0 = torch.cat([x0 for x0, _ in parts])
     cond = Condition.concatenate([cond for _, cond in parts])
@@ -331,7 +337,7 @@ def prepare_low_resolution(coupling: Coupling, images: Tensor, labels: Tensor | 
     return x0, cond, images, None
 
 
-PREPARE: dict[str, Callable[[Coupling, Tensor, Tensor | None, Sequence[int]], Prepared]] = {
+PREPARE: dict[str, Callable[..., Prepared]] = {
     "clean": prepare_clean,
     "low-resolution": prepare_low_resolution,
 }
@@ -361,6 +367,25 @@ class Conditioner:
         if keep is not None:
             self.masks.append(keep.to(torch.uint8).cpu())
         return sample_from_inputs(fields, sampler, seeds, x0, cond)
+
+    def sample_draw(
+        self,
+        fields: Fields,
+        sampler: Sampler,
+        positions: Sequence[int],
+        seeds: Sequence[int],
+        labels: Tensor | None,
+        draw: int,
+    ) -> SampleResult:
+        """Draw ``draw`` >= 1 of the inputs at ``positions``: the degradation of each seed, the noise of (seed, draw).
+
+        An SDE's Brownian noise comes from a seed derived from (seed, draw); nothing is kept for the pictures.
+        """
+        images = to_model_input(self.conditioning.images.read(positions)).to(self.device)
+        labels = None if labels is None else labels.to(self.device)
+        x0, cond, _, _ = PREPARE[self.conditioning.kind](self.conditioning.coupling, images, labels, seeds, draw)
+        noise_seeds = [derived_seed("posterior-draw", seed, draw) for seed in seeds]
+        return sample_from_inputs(fields, sampler, noise_seeds, x0, cond)
 
     def write_shard(self, directory: Path, shard: int, seeds: list[int], write_png: bool) -> None:
         """The shard's conditions (PNGs, then a shard file); written before the samples' shard, which marks it done."""

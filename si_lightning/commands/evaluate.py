@@ -27,11 +27,12 @@ from si_lightning.commands.arguments import CommaList, CommandParser, comma_text
 from si_lightning.commands.checkpoints import WEIGHTS, load_model
 from si_lightning.commands.checks import check_output_path, check_real_points, check_same_images
 from si_lightning.commands.inputs import build_datamodule, generate, read_images, run_config_path
+from si_lightning.commands.paths import check_path, parse_path
 from si_lightning.commands.processes import ACCELERATORS, resolve_accelerator
 from si_lightning.commands.quality import IMAGE_METRICS, METRICS, RealSide, data_likelihood, image_metrics
 from si_lightning.commands.samplers import SamplerOption, sampler_spec
 from si_lightning.commands.seeds import choose_seeds
-from si_lightning.commands.sweep import run_sweep, sweep_grid, write_plot, write_table
+from si_lightning.commands.sweep import preset_points, run_sweep, sweep_grid, write_plot, write_table
 from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
 from si_lightning.files import write_atomically
 from si_lightning.metrics import FEATURE_EXTRACTORS, build_feature_extractor, quantize_to_uint8
@@ -46,7 +47,8 @@ SWEEP_NUMBERS = (
 SWEEP_KINDS = {int: "integers", float: "numbers"}
 # Options given as comma-separated text or, in a config file, as a YAML list.
 LIST_OPTIONS = (
-    "seeds", "metrics", "ode_methods", "ode_steps", "sde_diffusions", "sde_scales", "sde_steps", "guidance_scales",
+    "seeds", "metrics", "sweep_samplers", "ode_methods", "ode_steps", "sde_diffusions", "sde_scales", "sde_steps",
+    "guidance_scales",
 )  # fmt: skip
 
 
@@ -65,6 +67,7 @@ def parser() -> CommandParser:
     source.add_argument("--num-samples", type=PositiveInt | None, help="with --ckpt: samples from seeds 0 .. N-1")
     source.add_argument("--seeds", type=CommaList | None, help="with --ckpt: seed list (0-49999, ...)")
     source.add_argument("--guidance-scale", type=float | None, help="with --ckpt: classifier-free guidance scale")
+    source.add_argument("--path", type=str | None, help="with --ckpt: sample along SCHEDULE[:GAMMA] (converted)")
     source.add_argument("--weights", default="ema", choices=WEIGHTS)
     source.add_argument("--batch-size", type=PositiveInt, default=256)
     source.add_argument("--accelerator", default="auto", choices=ACCELERATORS)
@@ -88,6 +91,7 @@ def parser() -> CommandParser:
     metrics.add_argument("--nll-divergence", default="exact", choices=sorted(DIVERGENCES))
     sweep = parse.add_argument_group("sweep (with --ckpt): FID versus NFE over a sampler grid")
     sweep.add_argument("--sweep", action="store_true")
+    sweep.add_argument("--sweep-samplers", type=CommaList | None, help="preset names (instead of the grid below)")
     sweep.add_argument("--ode-methods", type=CommaList, default="euler,heun", help="ODE methods ('' for none)")
     sweep.add_argument("--ode-steps", type=CommaList, default="5,10,20,50")
     sweep.add_argument("--sde-diffusions", type=CommaList, default="sbdm,sigma", help="diffusion families")
@@ -142,6 +146,9 @@ def default_cache_directory_or(path: str | None):
 
 
 def parse_sweep(options: Namespace) -> list:
+    if options.sweep_samplers:
+        guidance_scales = comma_list(float, options.guidance_scales) or [None]
+        return preset_points(comma_list(str, options.sweep_samplers), guidance_scales)
     for key, text, kind, smallest in SWEEP_NUMBERS:
         for value in comma_list(str, getattr(options, key[2:].replace("-", "_"))):
             try:
@@ -217,10 +224,13 @@ def run(arguments: list[str]) -> int:
         raise ConfigurationError("--ckpt", options.ckpt, "exactly one of --ckpt (generate) or --samples (read)")
     check_numbers(options, metrics)
     check_output_path(options.out)
+    path = parse_path(options.path)
+    points = parse_sweep(options) if options.sweep else []  # a bad grid or preset before the checkpoint is read
     device = torch.device(resolve_accelerator(options.accelerator))
     module = datamodule = None
     if options.ckpt is not None:
         module = load_model(options.ckpt, options.weights).to(device)
+        check_path(module.fields(), path, options.path)
         config = Path(options.data_config) if options.data_config else run_config_path(options.ckpt)
         if options.reference is None or "nll" in metrics:
             datamodule = build_datamodule(config)
@@ -256,12 +266,13 @@ def run(arguments: list[str]) -> int:
     if options.sweep:
         if module is None:
             raise ConfigurationError("--sweep", True, "--ckpt: a sweep generates samples")
-        points = parse_sweep(options)
         seeds = choose_seeds(options.seeds, options.num_samples)
         real = real_side(options, len(seeds), datamodule)
 
         def evaluate_point(point) -> tuple[float, float]:
-            samples, nfe = generate(module, point.spec.build(), seeds, options.batch_size, device, point.guidance_scale)
+            samples, nfe = generate(
+                module, point.spec.build(), seeds, options.batch_size, device, point.guidance_scale, path
+            )
             fid = image_metrics(quantize_to_uint8(samples), ["fid"], extractor, real, options.batch_size)["fid"]
             return fid, nfe
 
@@ -274,10 +285,12 @@ def run(arguments: list[str]) -> int:
 
     if options.ckpt is not None:
         seeds = choose_seeds(options.seeds, options.num_samples) if image_wanted else []
-        details.update({"source": f"checkpoint {options.ckpt}", "sampler": options.sampler})
+        details.update({"source": f"checkpoint {options.ckpt}", "sampler": options.sampler, "path": path})
         if image_wanted:
             spec = sampler_spec(options.sampler)
-            samples, nfe = generate(module, spec.build(), seeds, options.batch_size, device, options.guidance_scale)
+            samples, nfe = generate(
+                module, spec.build(), seeds, options.batch_size, device, options.guidance_scale, path
+            )
             images = quantize_to_uint8(samples) if samples.dim() == 4 else None
             values["nfe"] = nfe
             details["sampler"] = spec.as_dict()

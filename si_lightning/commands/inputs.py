@@ -137,11 +137,17 @@ def generate(
     batch_size: int,
     device: torch.device,
     guidance_scale: float | None = None,
+    path: dict | None = None,
 ) -> tuple[Tensor, float]:
-    """Samples (N, *data_shape) from per-sample seeds (labels seed mod K) and the mean NFE per sample."""
+    """Samples (N, *data_shape) from per-sample seeds (labels seed mod K) and the mean NFE per sample.
+
+    ``path``: sample along that interpolant (``si_lightning.commands.paths``), None the checkpoint's own.
+    """
+    from si_lightning.commands.paths import along_path
+
     data_shape = tuple(module.backbone.data_shape)
     num_classes = int(getattr(module.backbone, "num_classes", 0) or 0)
-    fields = module.fields(ema=True, guidance_scale=guidance_scale)
+    fields = along_path(module.fields(ema=True, guidance_scale=guidance_scale), path)
     chunks, evaluations = [], 0.0
     with torch.no_grad():
         for batch in batched(seeds, batch_size):

@@ -37,15 +37,16 @@ from si_lightning.sampling import base_noise, translate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of a multimarginal checkpoint, added to ``sample``'s parser."""
+    """The options of a multimarginal checkpoint, added to ``sample``'s parser; ``--path`` is shared with the
+    other checkpoints' SCHEDULE[:GAMMA] (``commands.choices``): a route name here."""
     parser.add_argument("--from-marginal", type=int, help="multimarginal models: the vertex of --inputs")
     parser.add_argument("--to-marginal", type=int, help="multimarginal models: the vertex to generate or reach")
-    parser.add_argument("--path", choices=ROUTES, help="multimarginal models: edge (default) or through-base")
 
 
 def requested(options: argparse.Namespace) -> bool:
     """Whether the run names a multimarginal option (then ``run`` here handles it)."""
-    return any(getattr(options, name, None) is not None for name in ("from_marginal", "to_marginal", "path"))
+    named = any(getattr(options, name, None) is not None for name in ("from_marginal", "to_marginal"))
+    return named or getattr(options, "path", None) in ROUTES
 
 
 def refuse_for_two_marginal_model(module: Any) -> None:
@@ -111,6 +112,8 @@ def run(options: argparse.Namespace) -> int:
     x, names, start = starting_points(options, module)
     if start == options.to_marginal:
         raise ConfigurationError("--to-marginal", options.to_marginal, f"a vertex other than the start {start}")
+    if options.path not in (None, *ROUTES):  # SCHEDULE[:GAMMA] is for two-marginal checkpoints
+        raise ConfigurationError("--path", options.path, f"a route of a multimarginal model: {', '.join(ROUTES)}")
     legs: list[EdgePath] = route(count, start, options.to_marginal, options.path or "edge")
     if (out / SAMPLES).exists() and not options.overwrite:
         raise ConfigurationError("--out", str(out), "a new directory (it holds samples); pass --overwrite to replace")

@@ -31,12 +31,13 @@ from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 from tqdm import tqdm
 
-from si_lightning.callbacks.generation import batched, rank_indices, sample_with_labels
+from si_lightning.callbacks.generation import batched, rank_indices
 from si_lightning.callbacks.tracking import git_state
 from si_lightning.commands import multimarginal
 from si_lightning.commands.arguments import CommaList, CommandParser, comma_text, report_configuration_errors
 from si_lightning.commands.checkpoints import WEIGHTS, file_sha256, load_model
 from si_lightning.commands.checks import check_output_path
+from si_lightning.commands.choices import SamplingChoices, add_choice_arguments, request, resolve
 from si_lightning.commands.conditioning import (
     Conditioner,
     Conditioning,
@@ -56,6 +57,12 @@ from si_lightning.commands.outputs import (
     write_pngs,
     write_record,
     write_shard,
+)
+from si_lightning.commands.posterior import (
+    assemble_posterior,
+    check_samples_per_input,
+    restore_draws,
+    write_posterior_shard,
 )
 from si_lightning.commands.processes import ACCELERATORS, Processes, run_on_processes
 from si_lightning.commands.samplers import SamplerOption, SamplerSpec, sampler_spec
@@ -90,7 +97,9 @@ def parser() -> CommandParser:
     parse.add_argument("--keep-shards", action="store_true", help="keep the float32 shard files after assembling")
     parse.add_argument("--overwrite", action="store_true", help="replace another run's samples in --out")
     parse.add_argument("--quiet", action="store_true", help="no progress bar")
-    multimarginal.add_arguments(parse)  # --from-marginal, --to-marginal, --path
+    add_choice_arguments(parse)
+    parse.add_argument("--samples-per-input", type=PositiveInt, default=1, help="with --inputs: K posterior draws")
+    multimarginal.add_arguments(parse)  # --from-marginal, --to-marginal (--path edge|through-base)
     return parse
 
 
@@ -145,6 +154,8 @@ class SamplePlan:
     quiet: bool
     settings: dict[str, Any]
     conditioning: Conditioning | None = None
+    choices: SamplingChoices = SamplingChoices()
+    samples_per_input: int = 1
 
     @property
     def num_shards(self) -> int:
@@ -189,6 +200,7 @@ def make_plan(options: Namespace) -> SamplePlan:
     """
     check_output_path(options.out)
     spec = sampler_spec(options.sampler)
+    choices = request(options, spec)
     module = load_model(options.ckpt, options.weights)
     multimarginal.refuse_for_two_marginal_model(module)
     conditioning = conditioning_for(options, module, spec)  # None for a Gaussian base
@@ -216,6 +228,16 @@ def make_plan(options: Namespace) -> SamplePlan:
         settings["decoder"] = decoder.as_dict()
     if conditioning is not None:
         settings["inputs"] = conditioning.settings()
+    check_samples_per_input(options.samples_per_input, conditioning is not None)
+    if options.samples_per_input > 1:
+        settings["samples_per_input"] = options.samples_per_input
+    settings.update(choices.settings())
+    previous = read_record(Path(options.out)) if Path(options.out).is_dir() else None
+    choices = resolve(
+        choices, module, spec, data_shape, num_classes, options.guidance_scale, conditioning is not None,
+        decoder is not None, None if previous is None else previous.get("settings"), settings,
+    )  # fmt: skip
+    settings.update(choices.settings())
     check_output_directory(Path(options.out), settings, options.overwrite)
     return SamplePlan(
         checkpoint=str(options.ckpt),
@@ -237,6 +259,8 @@ def make_plan(options: Namespace) -> SamplePlan:
         quiet=options.quiet,
         settings=settings,
         conditioning=conditioning,
+        choices=choices,
+        samples_per_input=options.samples_per_input,
     )
 
 
@@ -251,8 +275,9 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
     """This process's shards that are not on disk yet, batch by batch."""
     out = Path(plan.out)
     module = load_model(plan.checkpoint, plan.weights).to(processes.device)
-    sampler = plan.sampler.build()
-    fields = module.fields(ema=True, guidance_scale=plan.guidance_scale)
+    sampler = plan.choices.sampler(plan.sampler)
+    fields = plan.choices.fields(module.fields(ema=True, guidance_scale=plan.guidance_scale))
+    search, reward = plan.choices.searcher()
     decoder = None if plan.decoder is None else plan.decoder.build(processes.device)
     conditioner = None if plan.conditioning is None else Conditioner(plan.conditioning, processes.device)
     pending = [
@@ -272,18 +297,27 @@ def write_shards(plan: SamplePlan, processes: Processes) -> None:
         for shard in pending:
             seeds = plan.shard_seeds(shard)
             positions = list(range(shard * plan.shard_size, shard * plan.shard_size + len(seeds)))
-            chunks, nfe = [], 0.0
+            chunks, rewards, draws, nfe = [], [], [], 0.0
             for batch in batched(positions, plan.batch_size):
                 batch_seeds = [plan.seeds[position] for position in batch]
                 labels = plan.labels_for(batch)
                 if conditioner is None:
-                    result = sample_with_labels(fields, sampler, batch_seeds, plan.data_shape, processes.device, labels)
+                    x, batch_nfe, reward_values = plan.choices.batch(
+                        fields, sampler, search, reward, batch_seeds, plan.data_shape, processes.device, labels
+                    )
+                    rewards.append(reward_values)
                 else:
-                    result = conditioner.sample(fields, sampler, batch, batch_seeds, labels)
-                chunks.append((result.x if decoder is None else decoder.decode(result.x)).float().cpu())
-                nfe += result.nfe * len(batch)
+                    x, batch_nfe, batch_draws = restore_draws(
+                        conditioner, fields, sampler, batch, batch_seeds, labels, plan.samples_per_input
+                    )
+                    draws.append(batch_draws.float().cpu())
+                chunks.append((x if decoder is None else decoder.decode(x)).float().cpu())
+                nfe += batch_nfe * len(batch)
                 progress.update(len(batch) * processes.world_size)  # every process runs at about this rate
             samples = torch.cat(chunks)
+            plan.choices.write_rewards(out, shard, seeds, rewards)
+            if plan.samples_per_input > 1:
+                write_posterior_shard(out, shard, seeds, torch.cat(draws), plan.write_png)
             if conditioner is not None:
                 conditioner.write_shard(out, shard, seeds, plan.write_png)
             if plan.write_png:
@@ -324,6 +358,9 @@ def run_sampling(plan: SamplePlan, processes: Processes) -> None:
     }
     if plan.conditioning is not None:
         record["inputs"] = plan.conditioning.record()
+    record.update(plan.choices.summary(out, plan.num_shards, plan.keep_shards))
+    if plan.samples_per_input > 1:
+        record["posterior"] = assemble_posterior(out, plan.num_shards, plan.keep_shards)
     write_record(out, record)
     if not plan.keep_shards:
         for shard in range(plan.num_shards):

@@ -1,6 +1,8 @@
 """Samplers by name (``SAMPLER_PRESETS``) or from a YAML file with ``class_path`` and ``init_args``.
 
-Preset names: ``ode-{euler,heun,rk4}-{steps}``, ``dopri5`` (atol = rtol = 1e-5), ``dopri5-{1e-3,1e-4}``,
+Preset names: ``ode-{euler,heun,rk4}-{steps}`` (uniform grid), ``ode-{euler,heun,dpm++2m}-{grid}-{steps}``
+with a grid of ``PRESET_GRIDS`` (uniform, cosine, logsnr, edm; dpm++2m is the exponential integrator, for
+models with a Gaussian base), ``dopri5`` (atol = rtol = 1e-5), ``dopri5-{1e-3,1e-4}``,
 ``sde-{euler,heun}-{diffusion}-{steps}`` with a diffusion family of ``DIFFUSIONS`` at scale 1 and
 the mean last step. A YAML file, or the ``sampler:`` block of a command's config file (``-c``),
 states any ODESampler or SDESampler::
@@ -59,10 +61,18 @@ def _sde(method: str, diffusion: str, steps: int) -> SamplerSpec:
 SDE_METHOD_NAMES = {"euler": "euler-maruyama", "heun": "heun"}
 PRESET_STEPS = (1, 2, 4, 5, 8, 10, 16, 20, 25, 32, 50, 64, 100, 128, 250, 256, 500, 1000)
 
+PRESET_GRIDS = ("uniform", "cosine", "logsnr", "edm")
+
 SAMPLER_PRESETS: dict[str, SamplerSpec] = {
     **{
         f"ode-{method}-{steps}": _ode(method, steps=steps)
         for method in ("euler", "heun", "rk4")
+        for steps in PRESET_STEPS
+    },
+    **{
+        f"ode-{method}-{grid}-{steps}": _ode(method, steps=steps, grid=grid)
+        for method in ("euler", "heun", "dpm++2m")
+        for grid in PRESET_GRIDS
         for steps in PRESET_STEPS
     },
     "dopri5": _ode("dopri5", atol=1e-5, rtol=1e-5),
@@ -105,7 +115,7 @@ def sampler_spec(value: str | dict | Namespace, key: str = "--sampler") -> Sampl
         except yaml.YAMLError as error:
             raise ConfigurationError(key, value, f"a YAML file ({error})".replace("\n", " ")) from None
         return spec_from_mapping(content, key, value)
-    examples = "ode-heun-50, ode-euler-100, dopri5, sde-euler-sigma-100, sde-euler-sbdm-250"
+    examples = "ode-heun-50, ode-dpm++2m-logsnr-20, ode-heun-edm-32, dopri5, sde-euler-sigma-100"
     raise ConfigurationError(
         key, value, f"a sampler preset ({examples}, ...), a YAML file or a mapping with class_path/init_args"
     )

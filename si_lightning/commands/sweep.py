@@ -1,8 +1,9 @@
 """The sampler grid of ``evaluate --sweep``: one FID per (sampler, guidance scale), a CSV and a plot.
 
 Grid: every ODE method at every step count, every SDE diffusion family at every scale and step
-count (Euler-Maruyama, mean last step), each at every guidance scale. The same seeds for every
-point, so the differences are the samplers', not the noise's.
+count (Euler-Maruyama, mean last step), each at every guidance scale; or, with ``--sweep-samplers``,
+the named presets (``ode-dpm++2m-logsnr-10,ode-heun-edm-10,...``: one line per method and grid). The
+same seeds for every point, so the differences are the samplers', not the noise's.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ class SweepPoint:
     family: str  # the line of the plot: "ode-heun", "sde-sbdm-1.0"
     spec: SamplerSpec
     guidance_scale: float | None
+    preset: str | None = None  # the preset name the point was given by
 
     @property
     def name(self) -> str:
         arguments = self.spec.init_args
-        if self.spec.class_path.endswith("ODESampler"):
+        if self.preset is not None:
+            name = self.preset
+        elif self.spec.class_path.endswith("ODESampler"):
             name = f"ode-{arguments['method']}-{arguments['steps']}"
         else:
             name = f"sde-{arguments['diffusion']}-{arguments['scale']:g}-{arguments['steps']}"
@@ -57,6 +61,20 @@ def sweep_grid(
                     arguments = {"steps": steps, "method": "euler-maruyama", "diffusion": diffusion, "scale": scale}
                     spec = SamplerSpec("si_lightning.sampling.SDESampler", arguments)
                     points.append(SweepPoint(f"sde-{diffusion}-{scale:g}{suffix}", spec, guidance))
+    return points
+
+
+def preset_points(names: list[str], guidance_scales: list[float | None]) -> list[SweepPoint]:
+    """One point per preset and guidance scale; the family is the name without its step count."""
+    from si_lightning.commands.samplers import sampler_spec
+
+    points = []
+    for guidance in guidance_scales:
+        suffix = "" if guidance is None else f"-w{guidance:g}"
+        for name in names:
+            spec = sampler_spec(name, "--sweep-samplers")
+            family = name.rsplit("-", 1)[0] if name.rsplit("-", 1)[-1].isdigit() else name
+            points.append(SweepPoint(f"{family}{suffix}", spec, guidance, preset=name))
     return points
 
 

@@ -82,8 +82,9 @@ def test_restoration_metrics_keys_baseline_and_picture(tmp_path):
     model = conditional_model(cond_channels=1)
     coupling = SuperResolution(factor=2, sigma=0.1)
     data = DigitsDataModule(batch_size=16, coupling=coupling)
+    heun = ODESampler("heun", steps=3)
     restoration = RestorationCallback(
-        num_samples=24, samples_per_image=2, rows=4, samplers={"ode-heun": ODESampler("heun", steps=3)}
+        num_samples=24, samples_per_image=2, rows=4, samplers={"ode-heun": heun}, posterior_draws=3
     )
     trainer = fit(model, data, [restoration], tmp_path, max_steps=2)
     (record,) = [json.loads(line) for line in (Path(trainer.log_dir) / METRICS_FILE).read_text().splitlines()]
@@ -91,6 +92,12 @@ def test_restoration_metrics_keys_baseline_and_picture(tmp_path):
     assert set(metrics) == {
         "psnr/bicubic/n24",
         "ssim/bicubic/n24",
+        "psnr/knn-1/n24",
+        "ssim/knn-1/n24",
+        "psnr/knn-5/n24",
+        "ssim/knn-5/n24",
+        "psnr/ode-heun-mean3/n24",
+        "ssim/ode-heun-mean3/n24",
         "psnr/ode-heun-nfe5/n24",
         "ssim/ode-heun-nfe5/n24",
         "fid-digits/ode-heun-nfe5/n24",
@@ -102,6 +109,22 @@ def test_restoration_metrics_keys_baseline_and_picture(tmp_path):
         coupling.bicubic(truth), truth, data_range=2.0, reduction="none", dim=(1, 2, 3)
     ).mean()
     assert metrics["psnr/bicubic/n24"] == pytest.approx(float(per_image), rel=1e-6)
+    # kNN-5 written out: the 5 training images (of the callback's 2000) closest in block means, averaged.
+    training, low = restoration.training_images, coupling.downsample(truth)
+    chosen = []
+    for image in low:
+        distances = [float(((coupling.downsample(other[None])[0] - image) ** 2).sum()) for other in training]
+        chosen.append(training[sorted(range(len(distances)), key=distances.__getitem__)[:5]].mean(0))
+    knn = peak_signal_noise_ratio(torch.stack(chosen), truth, data_range=2.0, reduction="none", dim=(1, 2, 3))
+    assert metrics["psnr/knn-5/n24"] == pytest.approx(float(knn.mean()), rel=1e-5)
+    # The mean of 3 draws: draw d of image i keeps its block means and takes the noise of (seed i, d).
+    with torch.no_grad():
+        draws = []
+        for draw in range(3):
+            inputs = restoration.data.inputs(list(range(24)), torch.device("cpu"), draw=draw)
+            draws.append(heun.sample(model.fields(), inputs.x0, inputs.cond).x)
+    mean = peak_signal_noise_ratio(sum(draws) / 3, truth, data_range=2.0, reduction="none", dim=(1, 2, 3))
+    assert metrics["psnr/ode-heun-mean3/n24"] == pytest.approx(float(mean.mean()), rel=1e-5)
     (picture,) = (Path(trainer.log_dir) / "restoration" / "ode-heun").glob("step-*.png")
     assert np.asarray(Image.open(picture)).shape[:2] == (4 * 10 + 2, 4 * 10 + 2)  # rows x (input | 2 | truth)
 
