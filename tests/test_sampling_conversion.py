@@ -25,13 +25,19 @@ def points(generator: torch.Generator, count: int = 24) -> tuple[torch.Tensor, t
 def test_converted_oracle_equals_the_target_oracle(source_case, generator):
     source = mixture_2d(make_interpolant(source_case))
     t, x = points(generator)
+    # The source reaches log-SNRs in [log_snr(0), log_snr(1)] only (vp starts at -5.03, not -inf): a
+    # target time outside that range has no source time to convert from, so it is not compared.
+    reach = log_snr(source.interpolant, torch.tensor([0.0, 1.0], dtype=torch.float64))
     for target_case in GAUSSIAN_CASES:
         target = OracleFields(mixture_2d(make_interpolant(target_case)))
         converted = convert_interpolant(source, target.interpolant)
+        wanted = log_snr(target.interpolant, t.reshape(-1))
+        inside = (wanted > reach[0]) & (wanted < reach[1])
+        assert int(inside.sum()) >= len(t) // 2, f"{case_id(source_case)} -> {case_id(target_case)}"
         velocity, score = converted.velocity_and_score(t, x)
         for name, got in (("velocity", velocity), ("score", score), ("data", converted.data(t, x))):
             want = getattr(target, name)(t, x)
-            error = float(((got - want).abs() / (1 + want.abs())).max())
+            error = float(((got - want).abs() / (1 + want.abs()))[inside].max())
             assert error < TOLERANCE, f"{name} {case_id(source_case)} -> {case_id(target_case)}: {error:.3g}"
 
 

@@ -144,7 +144,7 @@ def test_predict_and_unknown_commands_exit_2_pointing_at_sample(tmp_path):
     completed = run(["predict", "-c", str(DIGITS)], tmp_path)
     assert completed.returncode == 2, completed.stderr[-2000:]
     assert last_line(completed.stderr) == (
-        "error: subcommand = 'predict': one of: fit, validate, test, sample, evaluate "
+        "error: subcommand = 'predict': one of: fit, validate, test, sample, evaluate, forecast "
         "(samples of a checkpoint come from 'si-lightning sample')"
     )
     assert sorted(path.name for path in tmp_path.iterdir()) == []
