@@ -156,6 +156,15 @@ class InterpolantCLI(LightningCLI):
     module docstring); the parsers raise instead of printing usage and exiting.
     """
 
+    def __init__(self, *args: Any, only_subcommand: str | None = None, **kwargs: Any) -> None:
+        """``only_subcommand``: build the parser of that subcommand alone (``build_cli`` passes the one named
+        first on the command line). Each subcommand's parser introspects the trainer, model and data
+        signatures again; building the two unused ones took about half of every start-up's parsing."""
+        if only_subcommand is not None:
+            chosen = {only_subcommand: type(self).subcommands()[only_subcommand]}
+            self.subcommands = lambda: chosen  # the instance's view; the class still lists all three
+        super().__init__(*args, **kwargs)
+
     def init_parser(self, **kwargs: Any) -> LightningArgumentParser:
         kwargs.setdefault("exit_on_error", False)
         return super().init_parser(**kwargs)
@@ -323,7 +332,12 @@ def _raised_in_setup(error: BaseException) -> bool:
 
 
 def build_cli(args: list[str] | None = None, run: bool = True) -> InterpolantCLI:
-    """The LightningCLI of ``si-lightning fit/validate/test`` (``run=False``: parse and build only)."""
+    """The LightningCLI of ``si-lightning fit/validate/test`` (``run=False``: parse and build only).
+
+    When the command line starts with a subcommand, only that subcommand's parser is built.
+    """
+    arguments = sys.argv[1:] if args is None else args
+    first = arguments[0] if arguments else None
     return InterpolantCLI(
         InterpolantModule,
         LightningDataModule,
@@ -332,6 +346,7 @@ def build_cli(args: list[str] | None = None, run: bool = True) -> InterpolantCLI
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
+        only_subcommand=first if first in InterpolantCLI.subcommands() else None,
     )
 
 

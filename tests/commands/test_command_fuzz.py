@@ -3,8 +3,9 @@
 Each case (``command_fuzz_cases``) must end with exit status 2, a single stderr line
 ``error: <option> = <value>: <expected>`` naming the option the case changed, no traceback, and
 nothing left in the working directory (no output folder). Every case calls ``main()`` in-process (the
-path the console script takes, returning its exit status); the reported ones and every twentieth one
-also run the real executable.
+path the console script takes, returning its exit status); the reported ones, which cover both
+commands and every stage that refuses (parse, files, checkpoint, output folder), also run the real
+executable.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from tests.commands.conftest import run_command
 CASES = command_cases()
 ERROR_LINE = re.compile(r"^error: (?P<key>\S+) = (?P<value>.*?): (?P<expected>.+)$")
 QUICK_EVERY = 10  # every tenth in-process case is unmarked; the others are marked slow
-# The bad inputs reported against the commands run through the executable too, and every twentieth case.
+# The bad inputs reported against the commands run through the executable too.
 REPORTED = {
     "evaluate:--samples:wrong-shape", "evaluate:--samples:channels-first", "evaluate:--samples:empty",
     "evaluate:--samples:text-file", "evaluate:--data-config:yaml-syntax", "sample:--seeds:past-64-bits",
@@ -30,7 +31,7 @@ REPORTED = {
     "evaluate:--out:name-too-long", "sample:--out:name-too-long", "evaluate:--sde-scales:negative:ckpt",
     "sample:--seeds:empty", "sample:--decoder:image-model",
 }  # fmt: skip
-EXECUTABLE_CASES = [case for index, case in enumerate(CASES) if case.name in REPORTED or index % 20 == 5]
+EXECUTABLE_CASES = [case for case in CASES if case.name in REPORTED]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +64,7 @@ def workdir_for(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_there_are_enough_cases():
     assert len(CASES) >= 100 and len({case.name for case in CASES}) == len(CASES)
     assert {case.command for case in CASES} == {"sample", "evaluate"}
-    assert REPORTED <= {case.name for case in EXECUTABLE_CASES} and len(EXECUTABLE_CASES) >= 20
+    assert {case.name for case in EXECUTABLE_CASES} == REPORTED
 
 
 @pytest.mark.timeout(600)  # the first case waits for the session's digits checkpoint

@@ -53,6 +53,12 @@ def sample(checkpoint: Path, inputs: Path, out: Path, *extra: str) -> subprocess
     return completed
 
 
+def sample_in_process(checkpoint: Path, inputs: Path, out: Path, *extra: str) -> None:
+    """``sample`` through the entry point the executable calls, in this process (no start-up to pay)."""
+    arguments = ["--ckpt", str(checkpoint), "--inputs", str(inputs), "--out", str(out), "--quiet"]
+    assert sample_command.main([*arguments, *SAMPLER, *extra]) == 0
+
+
 def npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path) as content:
         return {name: content[name] for name in content.files}
@@ -109,7 +115,9 @@ def test_low_resolution_inputs_give_the_samples_of_their_block_constant_images(s
     low = held_out_digits(8)[:, :, ::2, ::2].contiguous()  # uint8 (8, 1, 4, 4)
     blocks = low.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
     sample(superres_checkpoint, write_folder(tmp_path / "low", low), tmp_path / "from-low", "--keep-shards")
-    sample(superres_checkpoint, write_folder(tmp_path / "blocks", blocks), tmp_path / "from-blocks", "--keep-shards")
+    sample_in_process(
+        superres_checkpoint, write_folder(tmp_path / "blocks", blocks), tmp_path / "from-blocks", "--keep-shards"
+    )
     record = json.loads((tmp_path / "from-low" / "record.json").read_text())
     assert record["settings"]["inputs"]["kind"] == "low-resolution"
     # x0 = U(low) + sigma zeta with zeta from each seed: equal up to the rounding of the block mean.
@@ -159,7 +167,7 @@ def test_inpainting_keeps_every_known_pixel_of_its_input(inpainting_checkpoint, 
 
     # The same seeds give the same bytes, whatever the batch size; a second process changes nothing either.
     again = tmp_path / "again"
-    sample(inpainting_checkpoint, inputs, again, *common, "--batch-size", "12")
+    sample_in_process(inpainting_checkpoint, inputs, again, *common, "--batch-size", "12")
     for name in ("samples.npz", "inputs.npz"):
         assert (again / name).read_bytes() == (out / name).read_bytes(), name
     assert sorted(path.name for path in (again / "images" / "000000").glob("*.png")) == [
@@ -207,7 +215,7 @@ def test_bad_inputs_are_one_line_and_exit_2(superres_checkpoint, digits_checkpoi
     independent_config = tmp_path / "independent.yaml"
     independent_config.write_text("data:\n  class_path: si_lightning.data.DigitsDataModule\n  init_args: {}\n")
     taken = tmp_path / "taken"
-    sample(superres_checkpoint, good, taken)  # the samples of other inputs
+    sample_in_process(superres_checkpoint, good, taken)  # the samples of other inputs
     out = ["--out", str(tmp_path / "o")]
     base = ["sample", "--ckpt", str(superres_checkpoint), *SAMPLER]
     through_the_executable = {"missing": ("--inputs", [*base, "--inputs", str(tmp_path / "nowhere"), *out])}

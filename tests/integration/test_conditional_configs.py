@@ -2,7 +2,7 @@
 
 Each run must exit 0 and leave its end-of-fit metrics (restoration PSNR/SSIM/FID, class accuracy,
 or the digits FID for the OT coupling) in evaluation/metrics.jsonl, all finite. Evaluations of more
-than 100 samples run on 100 (an overlay of the config's own callbacks list).
+than 48 samples run on 48 (an overlay of the config's own callbacks list).
 """
 
 from __future__ import annotations
@@ -26,20 +26,20 @@ EXECUTABLE = Path(sys.executable).parent / "si-lightning"
 CASES = {
     "superres": (
         ["digits-superres.yaml"],
-        ["psnr/bicubic/n100", "psnr/ode-heun-nfe39/n100", "ssim/ode-heun-nfe39/n100"],
+        ["psnr/bicubic/n48", "psnr/ode-heun-nfe39/n48", "ssim/ode-heun-nfe39/n48"],
     ),
-    "superres-x4": (["digits-superres-x4.yaml"], ["psnr/bicubic/n100", "fid-digits/ode-heun-nfe39/n100"]),
+    "superres-x4": (["digits-superres-x4.yaml"], ["psnr/bicubic/n48", "fid-digits/ode-heun-nfe39/n48"]),
     "inpainting": (
         ["digits-inpainting.yaml"],
-        ["psnr-hidden/mean-fill/n100", "psnr-hidden/noise-fill/n100", "psnr-hidden/ode-heun-nfe39/n100"],
+        ["psnr-hidden/mean-fill/n48", "psnr-hidden/noise-fill/n48", "psnr-hidden/ode-heun-nfe39/n48"],
     ),
     "class-guidance": (
         ["digits-class-guidance.yaml"],
-        ["accuracy-digits/ode-heun-cfg1/n100", "accuracy-digits/ode-heun-cfg2/n100"],
+        ["accuracy-digits/ode-heun-cfg1/n48", "accuracy-digits/ode-heun-cfg2/n48"],
     ),
-    "ot": (["digits-ot.yaml"], ["fid-digits/ode-heun/n100"]),
+    "ot": (["digits-ot.yaml"], ["fid-digits/ode-heun/n48"]),
 }
-SMOKE_SAMPLES = 100  # evaluations of more samples than this run on this many (the keys say n100)
+SMOKE_SAMPLES = 48  # evaluations of more samples than this run on this many (the keys say n48)
 
 
 def fewer_samples_overlay(config: Path, directory: Path) -> Path:

@@ -34,10 +34,10 @@ STEPS = 3
 
 
 def end_of_fit_evaluations(cache: Path) -> list[dict]:
-    """A long sample grid (8 batches x 49 calls) and a small FID, both only at the end of fit."""
+    """A long sample grid (4 batches x 49 calls) and a small FID, both only at the end of fit."""
     euler = {"class_path": "si_lightning.sampling.ODESampler", "init_args": {"method": "euler", "steps": 2}}
     heun = {"class_path": "si_lightning.sampling.ODESampler", "init_args": {"method": "heun", "steps": 25}}
-    sampling = {"num_samples": 512, "batch_size": 64, "every_n_steps": None, "samplers": {"ode-heun": heun}}
+    sampling = {"num_samples": 256, "batch_size": 64, "every_n_steps": None, "samplers": {"ode-heun": heun}}
     fid = {"num_samples": 64, "batch_size": 64, "every_n_steps": None, "extractor": "digits", "cache_dir": str(cache)}
     return [
         {"class_path": "si_lightning.callbacks.SamplingCallback", "init_args": sampling},

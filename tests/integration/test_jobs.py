@@ -37,6 +37,7 @@ from tests.integration.executable import (
     wait_for,
 )
 
+DDP_STEPS = 30  # the two-process runs and their one-process reference
 STEPS = 100  # 25 batches of 64 per epoch: the run crosses three epoch boundaries
 
 
@@ -148,6 +149,12 @@ def one_process_reference(directory: Path, steps: int) -> tuple[dict, dict[tuple
     return load(version / "checkpoints" / "last.ckpt"), logged_losses(version / "metrics.csv")
 
 
+@pytest.fixture(scope="module")
+def one_process_run(tmp_path_factory) -> tuple[dict, dict[tuple[str, int], float]]:
+    """``one_process_reference`` of DDP_STEPS steps, shared by both launchers."""
+    return one_process_reference(tmp_path_factory.mktemp("one-process"), DDP_STEPS)
+
+
 def logged_losses(metrics_file: Path) -> dict[tuple[str, int], float]:
     """(column, step) -> value of every train/loss and train/loss_t[...] entry of a CSVLogger file."""
     values = {}
@@ -162,11 +169,11 @@ def logged_losses(metrics_file: Path) -> dict[tuple[str, int], float]:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("launcher", ["cli-ddp", "torchrun"])
-def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, launcher):
+def test_two_processes_equal_one_process_on_the_same_global_batch(tmp_path, one_process_run, launcher):
     """2 x 32 on two CPU processes (gloo) = 1 x 64: same data, same noise, DDP-averaged gradients, and the
     same logged losses: train/loss of every step and the epoch's t-binned losses are global-batch means."""
-    steps = 30
-    reference, reference_losses = one_process_reference(tmp_path / "one", steps)
+    steps = DDP_STEPS
+    reference, reference_losses = one_process_run
     directory = tmp_path / launcher
     directory.mkdir()
     config = training_config(directory, directory / "runs")
@@ -224,7 +231,7 @@ def test_sigusr1_under_slurm_checkpoints_and_requeues_the_job(tmp_path):
 LONG_SAMPLING = {
     "class_path": "si_lightning.callbacks.SamplingCallback",
     "init_args": {
-        "num_samples": 1024,
+        "num_samples": 512,
         "batch_size": 64,
         "every_n_steps": 2,
         "at_end": False,
@@ -238,7 +245,7 @@ LONG_SAMPLING = {
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_sigterm_stops_a_long_evaluation_at_its_next_batch_and_the_resume_runs_it(tmp_path):
-    """An evaluation of 16 batches x 49 network calls is cut at a batch boundary; resumed, it runs in full."""
+    """An evaluation of 8 batches x 49 network calls is cut at a batch boundary; resumed, it runs in full."""
     trainer = {"logger": csv_logger(tmp_path / "runs"), **TRAINING_ONLY}
     config = training_overlay(tmp_path / "long-evaluation.yaml", [EMA, LONG_SAMPLING], trainer)
     command = [str(EXECUTABLE), *digits_arguments(config, 3)]
