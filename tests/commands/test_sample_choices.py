@@ -97,6 +97,14 @@ def test_presets_paths_and_fitted_grids_are_recorded_and_reused(digits_checkpoin
     assert len(grid["times"]) == len(grid["density"]) == 33  # the pilot's 32 Heun steps on the cosine grid
     assert all(value > 0 for value in grid["density"])
 
+    # 1 process = 2 processes: the pilot batch is drawn from seeds 0 .. 7 alone and the grid is fitted once
+    # before the processes start, so both runs record the same grid and write the same bytes (shards of 3
+    # seeds, one batch each on either count of processes: the same kernels).
+    two = tmp_path / "two"
+    sample(digits_checkpoint, two, *common, "--devices", "2", "--accelerator", "cpu")
+    assert (two / "samples.npz").read_bytes() == (out / "samples.npz").read_bytes()
+    assert json.loads((two / "record.json").read_text())["settings"] == settings
+
     # Resume: the recorded grid is read back, not fitted again. A flat density (a uniform grid) put in the
     # record shows it: shard 1, written again, equals a uniform-grid run of its seeds, and shard 0 is kept.
     first_shard = shard_samples(out, 0)
