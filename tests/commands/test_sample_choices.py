@@ -32,6 +32,11 @@ def sample(checkpoint: Path, out: Path, *extra: str) -> list[str]:
     return completed.stdout.strip().splitlines()
 
 
+def sample_in_process(checkpoint: Path, out: Path, *extra: str) -> None:
+    """``sample`` through the entry point the executable calls, in this process (no start-up to pay)."""
+    assert main(["sample", "--ckpt", str(checkpoint), "--out", str(out), "--quiet", *extra]) == 0
+
+
 def shard_samples(out: Path, shard: int) -> torch.Tensor:
     return torch.load(out / "shards" / f"shard-{shard:06d}.pt", weights_only=True)["samples"]
 
@@ -113,11 +118,13 @@ def test_presets_paths_and_fitted_grids_are_recorded_and_reused(digits_checkpoin
     (out / "record.json").write_text(json.dumps(record))
     (out / "shards" / "shard-000001.pt").unlink()
     (out / "samples.npz").unlink()
-    sample(digits_checkpoint, out, *common, "--keep-shards")
+    sample_in_process(digits_checkpoint, out, *common, "--keep-shards")  # in this process: what it reads back
     assert json.loads((out / "record.json").read_text())["settings"]["grid"]["density"] == grid["density"]
     torch.testing.assert_close(shard_samples(out, 0), first_shard, atol=0, rtol=0)
     uniform = tmp_path / "uniform"
-    sample(digits_checkpoint, uniform, "--sampler", "ode-heun-4", "--path", "trig", "--seeds", "3-5", "--keep-shards")
+    sample_in_process(
+        digits_checkpoint, uniform, "--sampler", "ode-heun-4", "--path", "trig", "--seeds", "3-5", "--keep-shards"
+    )
     # The fitted grid's inverse cumulative of a flat density on a 4097-point mesh is the uniform grid to
     # float64 rounding; the samples are float32, so a few ulps of the pixel scale.
     torch.testing.assert_close(shard_samples(out, 1), shard_samples(uniform, 0), atol=1e-5, rtol=0)
