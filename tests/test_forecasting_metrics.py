@@ -82,3 +82,25 @@ def test_wasserstein_of_a_shifted_sample_is_the_shift_and_blow_up_is_found() -> 
 def test_a_forecast_of_the_wrong_shape_is_refused() -> None:
     with pytest.raises(ValueError, match=r"forecast must be \(members, \*truth.shape\) = \(M, 3, 4\), got \(2, 3, 5\)"):
         crps(torch.zeros(2, 3, 5), torch.zeros(3, 4))
+
+
+def test_forecast_scores_of_exact_and_shifted_ensembles() -> None:
+    """Members equal to the truth score 0 everywhere; members all shifted by c score RMSE = CRPS = |c| at every
+    lead >= 1 (identical members: no spread, so the fair CRPS is the mean absolute error) and no blow-up."""
+    from si_lightning.forecasting import decorrelation_lead, forecast_scores
+
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randn(3, 5, 2, 8, 8, generator=generator, dtype=torch.float64)
+    exact = truth[:, None].expand(-1, 2, -1, -1, -1, -1)
+    scores = forecast_scores(exact, truth, decorrelation_lead(truth), 1)
+    for name in ("rmse_to_decorrelation", "crps_all_leads", "energy_w1", "enstrophy_w1", "spectrum_relative_error"):
+        assert scores[name] == pytest.approx(0.0, abs=1e-12), name
+    assert scores["blown_up"] == 0 and scores["first_blow_up_lead"] is None
+    shifted = exact.clone()
+    shifted[:, :, 1:] += 0.25
+    scores = forecast_scores(shifted, truth, decorrelation_lead(truth), 1)
+    assert scores["rmse_by_lead"][1:] == pytest.approx([0.25] * 4, abs=1e-12)
+    assert scores["crps_by_lead"][1:] == pytest.approx([0.25] * 4, abs=1e-12)
+    assert scores["spread_skill_to_decorrelation"] == 0.0
+    with pytest.raises(ValueError, match="spectrum_from"):
+        forecast_scores(exact, truth, 1, 5)

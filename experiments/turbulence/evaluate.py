@@ -23,16 +23,9 @@ import torch
 import yaml
 
 from si_lightning.data import KolmogorovFlowDataModule
-from si_lightning.forecasting.metrics import (
-    crps,
-    energy_spectrum,
-    ensemble_mean_rmse,
-    spectrum_relative_error,
-    spread_skill_ratio,
-    time_to_blow_up,
-    wasserstein_1,
-)
-from si_lightning.physics import enstrophy, kinetic_energy
+from si_lightning.forecasting.metrics import energy_spectrum, spectrum_relative_error
+from si_lightning.forecasting.scores import decorrelation_lead
+from si_lightning.forecasting.scores import forecast_scores as scores
 
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "kolmogorov-forecast.yaml"
 
@@ -40,51 +33,6 @@ CONFIG = Path(__file__).resolve().parents[2] / "configs" / "experiments" / "kolm
 def data_module(root: str) -> KolmogorovFlowDataModule:
     settings = yaml.safe_load(CONFIG.read_text())["data"]["init_args"]
     return KolmogorovFlowDataModule(**{**settings, "root": root})
-
-
-def decorrelation_lead(truth: torch.Tensor) -> int:
-    """The first lead at which the mean correlation of u_n with u_0 falls below 1/e (truth (K, T, ...))."""
-    flat = truth.flatten(2)
-    flat = flat - flat.mean(2, keepdim=True)
-    correlation = (flat * flat[:, :1]).sum(2) / (flat.norm(dim=2) * flat[:, :1].norm(dim=2))
-    below = (correlation.mean(0) < np.exp(-1)).nonzero()
-    return int(below[0]) if len(below) else truth.shape[1] - 1
-
-
-def scores(forecasts: torch.Tensor, truth: torch.Tensor, decorrelation: int, spectrum_from: int) -> dict:
-    """forecasts (K, M, T, 2, N, N), truth (K, T, 2, N, N) -> the table's scores."""
-    inputs, members, leads = forecasts.shape[:3]
-    size = truth.shape[-1]
-    threshold = 10 * kinetic_energy(truth).max().item()
-    energy = kinetic_energy(forecasts)  # (K, M, T)
-    blow_up = time_to_blow_up(energy.flatten(0, 1), threshold)
-    rmse = torch.stack([ensemble_mean_rmse(forecasts[k], truth[k]) for k in range(inputs)]).mean(0)
-    crps_by_lead = torch.stack([crps(forecasts[k], truth[k]) for k in range(inputs)]).mean(0)
-    result = {
-        "members": members,
-        "rmse_by_lead": rmse.tolist(),
-        "crps_by_lead": crps_by_lead.tolist(),
-        "rmse_to_decorrelation": float(rmse[1 : decorrelation + 1].mean()),
-        "crps_to_decorrelation": float(crps_by_lead[1 : decorrelation + 1].mean()),
-        "crps_all_leads": float(crps_by_lead[1:].nanmean()),
-        "blown_up": int((blow_up < leads).sum()),
-        "first_blow_up_lead": int(blow_up.min()) if bool((blow_up < leads).any()) else None,
-    }
-    finite = torch.isfinite(energy).all(dim=2)
-    kept = forecasts[finite]  # (members kept, T, ...)
-    result["energy_w1"] = wasserstein_1(kinetic_energy(kept[:, 1:]), kinetic_energy(truth[:, 1:]))
-    result["enstrophy_w1"] = wasserstein_1(enstrophy(kept[:, 1:]), enstrophy(truth[:, 1:]))
-    shells = slice(1, size // 3 + 1)
-    forecast_spectrum = energy_spectrum(kept[:, spectrum_from:]).flatten(0, -2).mean(0)
-    truth_spectrum = energy_spectrum(truth[:, spectrum_from:]).flatten(0, -2).mean(0)
-    result["spectrum_relative_error"] = spectrum_relative_error(forecast_spectrum, truth_spectrum, shells)
-    result["spectrum"] = forecast_spectrum.tolist()
-    result["truth_spectrum"] = truth_spectrum.tolist()
-    if members > 1:
-        ratio = torch.stack([spread_skill_ratio(forecasts[k], truth[k]) for k in range(inputs)]).mean(0)
-        result["spread_skill_by_lead"] = ratio.tolist()
-        result["spread_skill_to_decorrelation"] = float(ratio[1 : decorrelation + 1].mean())
-    return result
 
 
 def energy_consistency(checkpoint: str, truth: torch.Tensor) -> dict:

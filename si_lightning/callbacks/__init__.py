@@ -1,9 +1,10 @@
-"""Lightning callbacks: EMA weights, a non-finite guard, preemption, sampling grids, FID/KID, likelihood and
-restoration metrics."""
+"""Lightning callbacks: EMA weights, a non-finite guard, preemption, sampling grids, FID/KID, likelihood,
+restoration metrics and forecast scores."""
 
 from si_lightning.callbacks.classes import ClassAccuracyCallback
 from si_lightning.callbacks.ema import EMA
 from si_lightning.callbacks.fid import FIDCallback
+from si_lightning.callbacks.forecast import ForecastCallback
 from si_lightning.callbacks.generation import default_samplers
 from si_lightning.callbacks.guard import NonFiniteGuard
 from si_lightning.callbacks.likelihood import LIKELIHOOD_UNITS, LikelihoodCallback
@@ -18,6 +19,7 @@ __all__ = [
     "EMA",
     "LIKELIHOOD_UNITS",
     "FIDCallback",
+    "ForecastCallback",
     "LikelihoodCallback",
     "NonFiniteGuard",
     "PeriodicEvaluation",

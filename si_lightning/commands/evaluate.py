@@ -4,6 +4,7 @@
     si-lightning evaluate --samples samples/run --reference data/cifar10-train --metrics fid,kid
     si-lightning evaluate --ckpt last.ckpt --sweep --num-samples 10000   # FID versus NFE of a sampler grid
     si-lightning evaluate -c evaluate.yaml                                # options from YAML (--print_config)
+    si-lightning evaluate --forecasts forecasts/ --out scores/            # ensembles of `forecast` vs the truth
 
 Generated side: samples of the checkpoint from seeds 0 .. N-1 (the ``sample`` engine), or images
 from a folder / .npz / ``sample`` output (``--samples``). Real side: ``--reference`` images, or N
@@ -23,6 +24,7 @@ from jsonargparse import Namespace
 from jsonargparse.typing import PositiveInt
 
 from si_lightning.callbacks.fid import default_cache_directory
+from si_lightning.commands import forecast_scores
 from si_lightning.commands.arguments import CommaList, CommandParser, comma_text, report_configuration_errors
 from si_lightning.commands.checkpoints import WEIGHTS, load_model
 from si_lightning.commands.checks import check_output_path, check_real_points, check_same_images
@@ -61,6 +63,12 @@ def parser() -> CommandParser:
     source = parse.add_argument_group("what to evaluate")
     source.add_argument("--ckpt", type=str | None, help="checkpoint written by si-lightning fit")
     source.add_argument("--samples", type=str | None, help="folder of images, .npz (arr_0 uint8 NHWC) or sample output")
+    source.add_argument(
+        "--forecasts", type=str | None, help="a folder si-lightning forecast wrote: score its ensembles"
+    )
+    source.add_argument(
+        "--spectrum-from", type=PositiveInt, default=1, help="with --forecasts: first lead of the spectrum average"
+    )
     source.add_argument(
         "--sampler", type=SamplerOption, default="ode-heun-50", help="with --ckpt: preset, YAML or class_path block"
     )
@@ -219,9 +227,13 @@ def check_numbers(options: Namespace, metrics: list[str]) -> None:
 
 def run(arguments: list[str]) -> int:
     options = parse_options(arguments)
+    if options.forecasts is not None:  # a forecast output against its truth: no model, no images
+        return forecast_scores.run(options)
     metrics = check_metrics(options.metrics)
     if (options.ckpt is None) == (options.samples is None):
-        raise ConfigurationError("--ckpt", options.ckpt, "exactly one of --ckpt (generate) or --samples (read)")
+        raise ConfigurationError(
+            "--ckpt", options.ckpt, "exactly one of --ckpt (generate), --samples (read) or --forecasts (score)"
+        )
     check_numbers(options, metrics)
     check_output_path(options.out)
     path = parse_path(options.path)

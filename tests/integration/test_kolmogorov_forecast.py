@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -137,3 +138,50 @@ def test_experiment_overlays_fit(tmp_path: Path, overlay: str) -> None:
     hyper = torch.load(checkpoint, map_location="cpu", weights_only=True)["hyper_parameters"]
     expected = "OneStepRegression" if overlay == "regression.yaml" else "EnergyConsistentInterpolant"
     assert hyper["interpolant"]["class_path"].endswith(expected)
+
+
+@pytest.mark.timeout(300)
+def test_forecast_callback_scores_are_those_of_the_last_checkpoints_rollouts(trained: Path) -> None:
+    """The smoke config's ForecastCallback (1 test trajectory, 2 members, 3 steps, 4 SDE steps) at the end of
+    fit: its logged scores are forecast_scores of a roll-out of last.ckpt (EMA weights) with the members'
+    seeds derived as ForecastCallback documents, to float32 rounding of the network."""
+    from si_lightning.commands.checkpoints import load_model
+    from si_lightning.forecasting import SCALAR_SCORES, decorrelation_lead, forecast_scores, rollout
+    from si_lightning.seeding import derived_seed
+
+    version = trained / "runs" / "kolmogorov-forecast" / "version_0"
+    records = [json.loads(line) for line in (version / "evaluation" / "metrics.jsonl").read_text().splitlines()]
+    logged = {name: value for record in records for name, value in record["metrics"].items()}
+    module = load_model(version / "checkpoints" / "last.ckpt")
+    with np.load(next((trained / "data" / "kolmogorov").glob("kolmogorov-*.npz"))) as cache:
+        truth = torch.from_numpy(cache["test"][:1, :4]).double()  # inputs 1, steps 3
+    generators = [torch.Generator().manual_seed(derived_seed(0, "forecast", 0, member)) for member in range(2)]
+    start = truth[0, 0].expand(2, *truth.shape[2:])
+    forecasts = rollout(module.interpolant, module.backbone, start, 3, 4, generators)[None]
+    expected = forecast_scores(forecasts, truth, decorrelation_lead(truth), 1)
+    names = [name for name in SCALAR_SCORES if name in expected]
+    assert len(names) == len(SCALAR_SCORES)  # two members: the spread-skill ratio too
+    for name in names:
+        key = f"forecast-{name.replace('_', '-')}/m2-s4/n1"
+        assert math.isclose(logged[key], expected[name], rel_tol=1e-5, abs_tol=1e-9), (key, logged[key], expected[name])
+    assert logged["forecast-blown-up/m2-s4/n1"] == 0 and logged["forecast-rmse-to-decorrelation/m2-s4/n1"] > 0
+
+
+@pytest.mark.timeout(300)
+def test_evaluate_scores_a_forecast_folder(trained: Path, capsys: pytest.CaptureFixture) -> None:
+    """``evaluate --forecasts``: the scalar scores of forecast_scores on the folder's ensembles and truth."""
+    from si_lightning.forecasting import decorrelation_lead, forecast_scores
+
+    assert main(forecast_arguments(trained, "scored")) == 0  # 2 held-out inputs (val, test), 2 members, 3 steps
+    out = trained / "scores"
+    capsys.readouterr()
+    assert main(["evaluate", "--forecasts", str(trained / "scored"), "--out", str(out)]) == 0
+    assert last_line(capsys.readouterr().out).endswith(f"(2 inputs x 2 members x 3 leads) -> {out / 'evaluation.json'}")
+    record = json.loads((out / "evaluation.json").read_text())
+    with np.load(trained / "scored" / "trajectories.npz") as content:
+        forecasts, truth = (torch.from_numpy(content[name]).double() for name in ("forecasts", "truth"))
+    expected = forecast_scores(forecasts, truth, decorrelation_lead(truth), 1)
+    assert record["values"] == {name: float(expected[name]) for name in record["values"]}
+    assert record["curves"]["rmse_by_lead"] == expected["rmse_by_lead"] and record["leads"] == 3
+    assert main(["evaluate", "--forecasts", str(trained / "nowhere"), "--out", str(out)]) == 2
+    assert last_line(capsys.readouterr().err).startswith(f"error: --forecasts = {trained / 'nowhere'}: a folder")
