@@ -2,7 +2,8 @@
 
 Plain PyTorch (no Lightning): ``estimate`` takes any ``Fields`` (a trained network or the oracle), two
 energies in kT and samples of each density, and returns Delta F = F_b - F_a with its standard error and,
-where defined, Jensen bounds, along the ODE (log-Jacobian works) or the SDE (Girsanov works). ``systems`` holds the benchmark pairs with their reference Delta F.
+where defined, Jensen bounds, along the ODE (log-Jacobian works) or the SDE (Girsanov works).
+``systems`` holds the benchmark pairs with their reference Delta F; ``head`` the learned energy interpolant.
 """
 
 from si_lightning.free_energy.averages import (
@@ -17,6 +18,8 @@ from si_lightning.free_energy.averages import (
 from si_lightning.free_energy.energies import CountedEnergy, Energy
 from si_lightning.free_energy.estimate import METHODS, TRANSPORTS, FreeEnergyResult, estimate
 from si_lightning.free_energy.girsanov import sde_works
+from si_lightning.free_energy.head import EnergyInterpolantBackbone, EnergyInterpolantFields
+from si_lightning.free_energy.learned import learned_thermodynamic_integration
 from si_lightning.free_energy.thermodynamic import thermodynamic_integration
 from si_lightning.free_energy.works import TransportWorks, transport_works
 
@@ -26,6 +29,8 @@ __all__ = [
     "TRANSPORTS",
     "CountedEnergy",
     "Energy",
+    "EnergyInterpolantBackbone",
+    "EnergyInterpolantFields",
     "Estimate",
     "FreeEnergyResult",
     "TransportWorks",
@@ -34,6 +39,7 @@ __all__ = [
     "estimate",
     "exponential_average",
     "forward_estimate",
+    "learned_thermodynamic_integration",
     "pymbar_bennett",
     "sde_works",
     "thermodynamic_integration",

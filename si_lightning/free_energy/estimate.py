@@ -34,6 +34,7 @@ from si_lightning.checks import lookup, positive_float, positive_int
 from si_lightning.free_energy.averages import BAR_SOLVERS, Estimate, backward_estimate, forward_estimate
 from si_lightning.free_energy.energies import CountedEnergy, Energy
 from si_lightning.free_energy.girsanov import sde_works
+from si_lightning.free_energy.learned import learned_thermodynamic_integration
 from si_lightning.free_energy.thermodynamic import thermodynamic_integration
 from si_lightning.free_energy.works import transport_works
 from si_lightning.sampling.diffusion import DIFFUSIONS, Diffusion
@@ -173,6 +174,14 @@ def _bennett_acceptance_ratio(inputs: _Inputs) -> FreeEnergyResult:
 
 def _thermodynamic_integration(inputs: _Inputs) -> FreeEnergyResult:
     generator = inputs.generator if isinstance(inputs.generator, torch.Generator) or inputs.generator is None else None
+    correction = getattr(inputs.fields, "energy_correction", None)
+    if correction is not None:  # the learned energy interpolant: the interpolant's own samples at each node
+        interpolant = inputs.fields.interpolant
+        result = learned_thermodynamic_integration(
+            correction, interpolant, inputs.energy_a, inputs.energy_b, inputs.x_a, inputs.require_x_b("ti"),
+            inputs.nodes, generator,
+        )  # fmt: skip
+        return FreeEnergyResult("ti", result.delta_f, result.stderr, None, None, inputs.evaluations(), 0)
     result = thermodynamic_integration(
         inputs.energy_a, inputs.energy_b, inputs.x_a, inputs.x_b, inputs.nodes, inputs.mcmc_steps, inputs.step_size,
         generator,
@@ -235,7 +244,8 @@ def estimate(
         generator: the Hutchinson probes' or the SDE's randomness (and ti's, if a single generator).
         divergence, probes: ``exact`` or ``hutchinson`` log-Jacobian along the ODE.
         bar_solver: ``own`` (``averages.bennett``) or ``pymbar``.
-        nodes, mcmc_steps, step_size: ti's Gauss-Legendre nodes, MALA steps per node and MALA step size.
+        nodes, mcmc_steps, step_size: ti's Gauss-Legendre nodes, MALA steps per node and MALA step size
+            (on the learned energy interpolant: nodes only, len(x_b) interpolant samples a node).
         interval: (t_start, t_end) of the transport; None takes the fields' valid interval (their score
             interval for the SDE).
         transport: ``ode`` (probability-flow ODE, log-Jacobian works) or ``sde`` (dX = [b +- eps s] dt +
