@@ -126,7 +126,10 @@ def run(arguments: list[str]) -> int:
             flush=True,
         )
     if options.json is not None:
-        content = {"system": recorded, "seed": options.seed, "reference": reference, "rows": rows}
+        content = {
+            "system": recorded, "seed": options.seed, "reference": reference, "rows": rows,
+            "transport": options.transport, "steps": options.steps, "learned_ti": learned,
+        }  # fmt: skip
         Path(options.json).write_text(json.dumps(content, indent=1))
     print(f"reference Delta F = {reference:.6f} kT")
     return 0
