@@ -20,6 +20,26 @@ from si_lightning.nn.mlp import MLP
 from si_lightning.sampling.fields import Fields, FieldsWrapper
 
 
+class SmoothCorrection(nn.Module):
+    """N(t, x) = MLP([x, t]) -> (batch,), SiLU activations, t a plain input.
+
+    TI needs d_t N, which no loss constrains: the score loss fits grad_x N at each t separately. Time features
+    of high frequency (the sinusoids of ``TimeEmbedding`` reach 1000 rad per unit t) let N wiggle in t between
+    the fits, and then d_t N is large and meaningless; with t entering as one smooth input, d_t N follows the
+    fits (measured: 8-node TI on the d = 50 Gaussians missed by 98 kT with sinusoidal features).
+    """
+
+    def __init__(self, dims: int, hidden_size: int, num_layers: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(dims + 1, hidden_size), nn.SiLU()]
+        for _ in range(num_layers - 1):
+            layers += [nn.Linear(hidden_size, hidden_size), nn.SiLU()]
+        self.network = nn.Sequential(*layers, nn.Linear(hidden_size, 1))
+
+    def forward(self, t: Tensor, x: Tensor) -> Tensor:
+        return self.network(torch.cat([x, t[:, None].to(x.dtype)], dim=1)).squeeze(1)
+
+
 class EnergyInterpolantBackbone(nn.Module):
     """(x (batch, d), t (batch,), cond) -> (batch, 2 d): the drift v and s = -grad_x U_t (module docstring).
 
@@ -28,7 +48,8 @@ class EnergyInterpolantBackbone(nn.Module):
         system: the free-energy system whose U_a, U_b pin the ends (``si_lightning.free_energy.systems``);
             the same as the datamodule's (checked when training starts).
         dims: its dimension (None: the system's default); must equal d.
-        hidden_size, num_layers, time_embedding: of both MLPs (the drift's and the correction's).
+        hidden_size, num_layers: of both networks (the drift's and the correction's).
+        time_embedding: the drift MLP's time features (the correction takes t as a plain input).
         num_classes, cond_channels: 0 (what the command line links from the data; no conditions here).
     """
 
@@ -55,13 +76,12 @@ class EnergyInterpolantBackbone(nn.Module):
         self.data_shape = (self.pair.dims,)
         self.num_classes, self.cond_channels = 0, 0
         self.out_channels = 2 * self.pair.dims
-        options = {"hidden_size": hidden_size, "num_layers": num_layers, "time_embedding": time_embedding}
-        self.drift = MLP(self.data_shape, **options)
-        self.correction_network = MLP(self.data_shape, out_channels=1, **options)
+        self.drift = MLP(self.data_shape, hidden_size=hidden_size, num_layers=num_layers, time_embedding=time_embedding)
+        self.correction_network = SmoothCorrection(self.pair.dims, hidden_size, num_layers)
 
     def correction(self, t: Tensor, x: Tensor) -> Tensor:
         """N(t, x): (batch,)."""
-        return self.correction_network(x, t).squeeze(1)
+        return self.correction_network(t, x)
 
     def energy(self, t: Tensor, x: Tensor) -> Tensor:
         """U_t(x) = (1 - t) U_a + t U_b + t (1 - t) N: t (batch,), x (batch, d) -> (batch,)."""
