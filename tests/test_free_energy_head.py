@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import math
 
+import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
 
+from si_lightning.data import FreeEnergyDataModule
 from si_lightning.free_energy import EnergyInterpolantBackbone, estimate, learned_thermodynamic_integration
 from si_lightning.free_energy.energies import CountedEnergy
 from si_lightning.free_energy.systems import build_system
@@ -159,3 +161,15 @@ def test_module_refuses_the_energy_head_without_latent_noise():
     backbone = EnergyInterpolantBackbone((2,), system="mixtures", hidden_size=8, num_layers=1)
     with pytest.raises(ValueError, match="prediction 'velocity\\+score' trains its score on the Gaussian part"):
         InterpolantModule(backbone, Interpolant("linear", "zero", gaussian_base=False), prediction="velocity+score")
+
+
+def test_training_refuses_a_head_built_for_another_system_than_the_data():
+    """The energies pinning U_0, U_1 are the backbone's: they must be the data's system, checked at setup."""
+    data = FreeEnergyDataModule(system="gaussians", dims=2, num_samples=64, val_samples=16, batch_size=16)
+    backbone = EnergyInterpolantBackbone((2,), system="mixtures", hidden_size=8, num_layers=1)
+    model = InterpolantModule(backbone, INTERPOLANT, prediction="velocity+score")
+    trainer = pl.Trainer(
+        max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu"
+    )
+    with pytest.raises(ValueError, match="the data gives system = gaussians but the backbone was built with system"):
+        trainer.fit(model, datamodule=data)
