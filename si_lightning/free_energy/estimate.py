@@ -14,7 +14,7 @@ and the baselines need no transport (W_F = U_b(x_a) - U_a(x_a), W_R = U_a(x_b) -
 - ``fep``: Zwanzig's free-energy perturbation -log mean exp(-W_F); upper = mean W_F.
 - ``bar``: Bennett's acceptance ratio on those works; bounds as for controlled-crooks.
 - ``ti``: thermodynamic integration. With fields that carry a learned energy interpolant
-  (``energy_interpolant``, an ``EnergyInterpolantBackbone``), on that U_t with samples of the interpolant
+  (``energy_correction``: ``EnergyInterpolantFields`` of a model with an ``EnergyInterpolantBackbone``), on that U_t with samples of the interpolant
   itself (``si_lightning.free_energy.learned``); otherwise on U_t = (1 - t) U_a + t U_b with MALA chains at
   Gauss-Legendre nodes (``si_lightning.free_energy.thermodynamic``). No bounds.
 
@@ -235,7 +235,7 @@ def estimate(
 
     Args:
         fields: the transport (its velocity; also its score for ``transport="sde"``); None for fep and bar,
-            and for ti on the linear energy interpolant (fields with ``energy_interpolant`` switch ti to it).
+            and for ti on the linear energy interpolant (fields with ``energy_correction`` switch ti to theirs).
         energy_a, energy_b: U_a, U_b in kT, (n, d) -> (n,) (differentiable for ti).
         x_a: samples of rho_a (n_a, d); x_b: samples of rho_b (n_b, d), or None.
         method: one of ``METHODS``.
@@ -245,7 +245,7 @@ def estimate(
         divergence, probes: ``exact`` or ``hutchinson`` log-Jacobian along the ODE.
         bar_solver: ``own`` (``averages.bennett``) or ``pymbar``.
         nodes, mcmc_steps, step_size: ti's Gauss-Legendre nodes, MALA steps per node and MALA step size
-            (on the learned energy interpolant: nodes only, len(x_b) interpolant samples a node).
+            (on the learned energy interpolant: nodes only, min(n_a, n_b) interpolant samples a node).
         interval: (t_start, t_end) of the transport; None takes the fields' valid interval (their score
             interval for the SDE).
         transport: ``ode`` (probability-flow ODE, log-Jacobian works) or ``sde`` (dX = [b +- eps s] dt +
