@@ -14,9 +14,10 @@ and the baselines need no transport (W_F = U_b(x_a) - U_a(x_a), W_R = U_a(x_b) -
 - ``fep``: Zwanzig's free-energy perturbation -log mean exp(-W_F); upper = mean W_F.
 - ``bar``: Bennett's acceptance ratio on those works; bounds as for controlled-crooks.
 - ``ti``: thermodynamic integration. With fields that carry a learned energy interpolant
-  (``energy_correction``: ``EnergyInterpolantFields`` of a model with an ``EnergyInterpolantBackbone``), on that U_t with samples of the interpolant
-  itself (``si_lightning.free_energy.learned``); otherwise on U_t = (1 - t) U_a + t U_b with MALA chains at
-  Gauss-Legendre nodes (``si_lightning.free_energy.thermodynamic``). No bounds.
+  (``energy_correction``: ``EnergyInterpolantFields`` of a model with an ``EnergyInterpolantBackbone``), on
+  that U_t with samples of the interpolant itself (``si_lightning.free_energy.learned``); otherwise on
+  U_t = (1 - t) U_a + t U_b with MALA chains at Gauss-Legendre nodes (``si_lightning.free_energy.thermodynamic``).
+  No bounds.
 
 ``energy_evaluations`` counts configurations whose energies were computed (U_a and U_b of one x count
 two); ``nfe`` counts field evaluations per sample (one ``velocity_and_score`` call counts one).
