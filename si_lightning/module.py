@@ -82,7 +82,7 @@ class InterpolantModule(pl.LightningModule, metaclass=ChoosesModelByInterpolant)
         backbone: an nn.Module with ``forward(x, t, cond=None)`` (si_lightning/nn/).
         interpolant: the interpolant x_t = alpha x0 + beta x1 + gamma z; linear with gamma = 0 by default.
             A ``MultimarginalInterpolant`` builds a ``MultimarginalModule`` instead (``ChoosesModelByInterpolant``).
-        prediction: one of velocity, velocity+denoiser, score, denoiser, data.
+        prediction: one of velocity, velocity+denoiser, velocity+score, score, denoiser, data.
         optimizer: a callable params -> Optimizer (LightningCLI's OptimizerCallable).
         lr_scheduler: a callable optimizer -> LR scheduler, stepped every optimiser step; None for constant.
         time_sampler: the training density of t; uniform on the valid interval by default.
@@ -124,6 +124,11 @@ class InterpolantModule(pl.LightningModule, metaclass=ChoosesModelByInterpolant)
         if loss_bins < 0:
             raise ValueError(f"loss_bins must be >= 0, got {loss_bins}")
         self.check_backbone_outputs()
+        if getattr(self.prediction, "needs_latent_noise", False) and not self.interpolant.score_defined:
+            raise ValueError(
+                f"prediction {prediction!r} trains its score on the Gaussian part of x_t, which {self.interpolant!r} "
+                "lacks: set the interpolant's gamma to a non-zero family (e.g. brownian or quadratic)"
+            )
         self.training_seed: int | None = None  # seeds the training t and z (see training_noise)
         # Time grids fitted for this model after training (si_lightning.sampling.fit_lipschitz_grid, ...),
         # by name; they travel with the checkpoint: ODESampler(grid=model.sampling_grids["lipschitz"]).
@@ -210,7 +215,7 @@ class InterpolantModule(pl.LightningModule, metaclass=ChoosesModelByInterpolant)
                 f"the data has shape {data_shape} (channels, size...) but the backbone was built for "
                 f"{backbone_shape}; set the backbone's data_shape to {data_shape}"
             )
-        for name in ("num_classes", "cond_channels"):
+        for name in ("num_classes", "cond_channels", "system"):  # system: a free-energy energy head's
             data_value, backbone_value = getattr(datamodule, name, None), getattr(self.backbone, name, None)
             if data_value is not None and backbone_value is not None and data_value != backbone_value:
                 raise ValueError(
@@ -444,6 +449,10 @@ class InterpolantModule(pl.LightningModule, metaclass=ChoosesModelByInterpolant)
             interpolant=self.interpolant,
             prediction=self.prediction_name,
         )
+        if callable(getattr(backbone, "correction", None)):  # a learned energy interpolant (free energies)
+            from si_lightning.free_energy.head import EnergyInterpolantFields  # free_energy imports sampling
+
+            fields = EnergyInterpolantFields(fields, backbone)
         if guidance_scale is not None:
             num_classes = getattr(backbone, "num_classes", 0)
             fields = GuidedFields(fields, guidance_scale, null_label=num_classes, interval=guidance_interval)

@@ -2,7 +2,8 @@
 
 Plain PyTorch (no Lightning): ``estimate`` takes any ``Fields`` (a trained network or the oracle), two
 energies in kT and samples of each density, and returns Delta F = F_b - F_a with its standard error and,
-where defined, Jensen bounds. ``systems`` holds the benchmark pairs with their reference Delta F.
+where defined, Jensen bounds, along the ODE (log-Jacobian works) or the SDE (Girsanov works).
+``systems`` holds the benchmark pairs with their reference Delta F; ``head`` the learned energy interpolant.
 """
 
 from si_lightning.free_energy.averages import (
@@ -15,15 +16,21 @@ from si_lightning.free_energy.averages import (
     pymbar_bennett,
 )
 from si_lightning.free_energy.energies import CountedEnergy, Energy
-from si_lightning.free_energy.estimate import METHODS, FreeEnergyResult, estimate
+from si_lightning.free_energy.estimate import METHODS, TRANSPORTS, FreeEnergyResult, estimate
+from si_lightning.free_energy.girsanov import sde_works
+from si_lightning.free_energy.head import EnergyInterpolantBackbone, EnergyInterpolantFields
+from si_lightning.free_energy.learned import learned_thermodynamic_integration
 from si_lightning.free_energy.thermodynamic import thermodynamic_integration
 from si_lightning.free_energy.works import TransportWorks, transport_works
 
 __all__ = [
     "BAR_SOLVERS",
     "METHODS",
+    "TRANSPORTS",
     "CountedEnergy",
     "Energy",
+    "EnergyInterpolantBackbone",
+    "EnergyInterpolantFields",
     "Estimate",
     "FreeEnergyResult",
     "TransportWorks",
@@ -32,7 +39,9 @@ __all__ = [
     "estimate",
     "exponential_average",
     "forward_estimate",
+    "learned_thermodynamic_integration",
     "pymbar_bennett",
+    "sde_works",
     "thermodynamic_integration",
     "transport_works",
 ]

@@ -1,7 +1,9 @@
 """``estimate``: Delta F = F_b - F_a of two Boltzmann densities by one of ``METHODS`` (docs/math.md section 10).
 
 rho_a ~ exp(-U_a) sits at t = 0 (the interpolant's base end) and rho_b ~ exp(-U_b) at t = 1 (its data
-end). The transport methods carry samples along the ODE of ``fields``:
+end). The transport methods carry samples along the ODE of ``fields`` (``transport="ode"``: works from the
+log-Jacobian, ``works.py``) or along the SDE of its velocity and score (``transport="sde"``: works from the
+discrete Girsanov term, ``girsanov.py``):
 
 - ``escorted-jarzynski``: Delta F = -log mean exp(-W_F) over x_a; with x_b also the backward estimate
   log mean exp(-W_R) (``backward``). Bounds: upper = mean W_F, and lower = -mean W_R with x_b.
@@ -11,11 +13,14 @@ and the baselines need no transport (W_F = U_b(x_a) - U_a(x_a), W_R = U_a(x_b) -
 
 - ``fep``: Zwanzig's free-energy perturbation -log mean exp(-W_F); upper = mean W_F.
 - ``bar``: Bennett's acceptance ratio on those works; bounds as for controlled-crooks.
-- ``ti``: thermodynamic integration on U_t = (1 - t) U_a + t U_b with MALA chains at Gauss-Legendre
-  nodes (``si_lightning.free_energy.thermodynamic``); no bounds.
+- ``ti``: thermodynamic integration. With fields that carry a learned energy interpolant
+  (``energy_correction``: ``EnergyInterpolantFields`` of a model with an ``EnergyInterpolantBackbone``), on
+  that U_t with samples of the interpolant itself (``si_lightning.free_energy.learned``); otherwise on
+  U_t = (1 - t) U_a + t U_b with MALA chains at Gauss-Legendre nodes (``si_lightning.free_energy.thermodynamic``).
+  No bounds.
 
 ``energy_evaluations`` counts configurations whose energies were computed (U_a and U_b of one x count
-two); ``nfe`` counts velocity evaluations per sample.
+two); ``nfe`` counts field evaluations per sample (one ``velocity_and_score`` call counts one).
 """
 
 from __future__ import annotations
@@ -29,8 +34,11 @@ from torch import Tensor
 from si_lightning.checks import lookup, positive_float, positive_int
 from si_lightning.free_energy.averages import BAR_SOLVERS, Estimate, backward_estimate, forward_estimate
 from si_lightning.free_energy.energies import CountedEnergy, Energy
+from si_lightning.free_energy.girsanov import sde_works
+from si_lightning.free_energy.learned import learned_thermodynamic_integration
 from si_lightning.free_energy.thermodynamic import thermodynamic_integration
 from si_lightning.free_energy.works import transport_works
+from si_lightning.sampling.diffusion import DIFFUSIONS, Diffusion
 from si_lightning.sampling.fields import Fields
 from si_lightning.sampling.ode import ODESampler
 from si_lightning.sampling.seeds import GeneratorArgument
@@ -65,6 +73,8 @@ class _Inputs:
     x_a: Tensor
     x_b: Tensor | None
     solver: ODESampler
+    transport_kind: str
+    diffusion: Diffusion
     divergence: str
     probes: int
     generator: GeneratorArgument
@@ -92,10 +102,16 @@ class _Inputs:
             x, energy_from, energy_to = self.require_x_b(method), self.energy_b, self.energy_a
         else:
             x, energy_from, energy_to = self.x_a, self.energy_a, self.energy_b
-        result = transport_works(
-            fields, energy_from, energy_to, x, reverse, self.solver, self.divergence, self.probes, "rademacher",
-            self.generator,
-        )  # fmt: skip
+        if self.transport_kind == "sde":
+            result = sde_works(
+                fields, energy_from, energy_to, x, reverse, self.solver.steps, self.diffusion, self.generator,
+                self.solver.interval,
+            )  # fmt: skip
+        else:
+            result = transport_works(
+                fields, energy_from, energy_to, x, reverse, self.solver, self.divergence, self.probes, "rademacher",
+                self.generator,
+            )  # fmt: skip
         return result.works, result.nfe
 
 
@@ -159,6 +175,14 @@ def _bennett_acceptance_ratio(inputs: _Inputs) -> FreeEnergyResult:
 
 def _thermodynamic_integration(inputs: _Inputs) -> FreeEnergyResult:
     generator = inputs.generator if isinstance(inputs.generator, torch.Generator) or inputs.generator is None else None
+    correction = getattr(inputs.fields, "energy_correction", None)
+    if correction is not None:  # the learned energy interpolant: the interpolant's own samples at each node
+        interpolant = inputs.fields.interpolant
+        result = learned_thermodynamic_integration(
+            correction, interpolant, inputs.energy_a, inputs.energy_b, inputs.x_a, inputs.require_x_b("ti"),
+            inputs.nodes, generator,
+        )  # fmt: skip
+        return FreeEnergyResult("ti", result.delta_f, result.stderr, None, None, inputs.evaluations(), 0)
     result = thermodynamic_integration(
         inputs.energy_a, inputs.energy_b, inputs.x_a, inputs.x_b, inputs.nodes, inputs.mcmc_steps, inputs.step_size,
         generator,
@@ -173,6 +197,9 @@ METHODS: dict[str, Callable[[_Inputs], FreeEnergyResult]] = {
     "bar": _bennett_acceptance_ratio,
     "ti": _thermodynamic_integration,
 }
+
+
+TRANSPORTS = ("ode", "sde")
 
 
 def _samples(name: str, x: object, dims: int | None) -> Tensor:
@@ -201,28 +228,43 @@ def estimate(
     mcmc_steps: int = 10,
     step_size: float = 0.01,
     interval: tuple[float, float] | None = None,
+    transport: str = "ode",
+    diffusion: str | Diffusion = "constant",
+    diffusion_scale: float = 0.5,
 ) -> FreeEnergyResult:
     """Delta F = F_b - F_a = -log(Z_b / Z_a) in kT, by ``method`` (module docstring).
 
     Args:
-        fields: the transport (only its velocity is used); None for fep, bar and ti.
+        fields: the transport (its velocity; also its score for ``transport="sde"``); None for fep and bar,
+            and for ti on the linear energy interpolant (fields with ``energy_correction`` switch ti to theirs).
         energy_a, energy_b: U_a, U_b in kT, (n, d) -> (n,) (differentiable for ti).
         x_a: samples of rho_a (n_a, d); x_b: samples of rho_b (n_b, d), or None.
         method: one of ``METHODS``.
-        steps: steps of the fixed-step ODE solver ``ode_method`` (rk4: 4 velocity evaluations a step).
-        generator: the Hutchinson probes' randomness (and ti's chains, if a single generator).
+        steps: steps of the fixed-step ODE solver ``ode_method`` (rk4: 4 velocity evaluations a step), or
+            Euler-Maruyama steps of the SDE (steps + 1 evaluations of velocity and score a path).
+        generator: the Hutchinson probes' or the SDE's randomness (and ti's, if a single generator).
         divergence, probes: ``exact`` or ``hutchinson`` log-Jacobian along the ODE.
         bar_solver: ``own`` (``averages.bennett``) or ``pymbar``.
-        nodes, mcmc_steps, step_size: ti's Gauss-Legendre nodes, MALA steps per node and MALA step size.
-        interval: (t_start, t_end) of the transport; None takes the fields' valid interval.
+        nodes, mcmc_steps, step_size: ti's Gauss-Legendre nodes, MALA steps per node and MALA step size
+            (on the learned energy interpolant: nodes only, min(n_a, n_b) interpolant samples a node).
+        interval: (t_start, t_end) of the transport; None takes the fields' valid interval (their score
+            interval for the SDE).
+        transport: ``ode`` (probability-flow ODE, log-Jacobian works) or ``sde`` (dX = [b +- eps s] dt +
+            sqrt(2 eps) dW, Girsanov works; ``girsanov.py``).
+        diffusion, diffusion_scale: eps(t) of the SDE, a name of ``DIFFUSIONS`` times the scale, or a
+            ``Diffusion``; it must be > 0 on the grid.
     """
     run = lookup(METHODS, method, "free-energy method")
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; expected one of: {', '.join(TRANSPORTS)}")
+    if not isinstance(diffusion, Diffusion):
+        diffusion = lookup(DIFFUSIONS, diffusion, "diffusion")(positive_float("diffusion_scale", diffusion_scale))
     x_a = _samples("x_a", x_a, None)
     x_b = None if x_b is None else _samples("x_b", x_b, x_a.shape[1])
     inputs = _Inputs(
         fields, CountedEnergy(energy_a, "energy_a"), CountedEnergy(energy_b, "energy_b"), x_a, x_b,
-        ODESampler(method=ode_method, steps=steps, interval=interval), divergence, positive_int("probes", probes),
-        generator, lookup(BAR_SOLVERS, bar_solver, "BAR solver"), positive_int("nodes", nodes),
-        positive_int("mcmc_steps", mcmc_steps), positive_float("step_size", step_size),
+        ODESampler(method=ode_method, steps=steps, interval=interval), transport, diffusion, divergence,
+        positive_int("probes", probes), generator, lookup(BAR_SOLVERS, bar_solver, "BAR solver"),
+        positive_int("nodes", nodes), positive_int("mcmc_steps", mcmc_steps), positive_float("step_size", step_size),
     )  # fmt: skip
     return run(inputs)

@@ -75,6 +75,35 @@ class VelocityDenoiser(Prediction):
         return conversions.score_from_denoiser(interpolant, t, x, self.split(output)[1])
 
 
+class VelocityScore(Prediction):
+    """(v_hat, s_hat) with L_v + |noise_scale s_hat + noise|^2: ``velocity+denoiser`` with eta_z = -noise_scale s.
+
+    For a network whose score is the gradient of a learned energy (``EnergyInterpolantBackbone``, s = -grad U_t),
+    so that the energy, not a free vector field, is what the score loss trains. b = v - gamma' gamma s (two-sided;
+    b = v one-sided). Needs a Gaussian part in x_t (gamma > 0, or a Gaussian base one-sided): without one the
+    score term of the loss is a constant and would train nothing.
+    """
+
+    outputs = 2
+    needs_score_interval = False
+    needs_latent_noise = True
+
+    def loss(self, output: Tensor, sample: InterpolantSample) -> Tensor:
+        drift, score = self.split(output)
+        noise_term = broadcast_time(sample.noise_scale, score) * score + sample.noise
+        return mean_square(drift - sample.interpolant_derivative) + mean_square(noise_term)
+
+    def velocity(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        drift, score = self.split(output)
+        denoiser = conversions.denoiser_from_score(interpolant, t, x, score)
+        return conversions.velocity_from_drift_and_denoiser(interpolant, t, x, drift, denoiser)
+
+    def score(self, interpolant: Interpolant, t: Tensor, x: Tensor, output: Tensor) -> Tensor:
+        if not interpolant.score_defined:
+            conversions.denoiser_from_score(interpolant, t, x, output)  # raises, naming what is missing
+        return self.split(output)[1]
+
+
 class Score(Prediction):
     """s_hat with L_s = |noise_scale s_hat + noise|^2 (gamma two-sided, alpha one-sided)."""
 
@@ -108,6 +137,7 @@ class Data(Prediction):
 PREDICTIONS: dict[str, type[Prediction]] = {
     "velocity": Velocity,
     "velocity+denoiser": VelocityDenoiser,
+    "velocity+score": VelocityScore,
     "score": Score,
     "denoiser": Denoiser,
     "data": Data,

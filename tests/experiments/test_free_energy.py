@@ -6,6 +6,7 @@ one table row per method and the reference Delta F of the system recorded in the
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from si_lightning.cli import build_cli
+from si_lightning.errors import ConfigurationError
 from si_lightning.free_energy.systems import build_system
 from tests.integration.executable import EXECUTABLE, REPOSITORY, environment
 
@@ -31,9 +33,10 @@ def last_line(text: str) -> str:
     return lines[-1] if lines else ""
 
 
-def fit(system: str, directory: Path) -> Path:
+def fit(system: str, directory: Path, config: str | None = None) -> Path:
+    config = config or f"free-energy-{system}"
     arguments = [
-        "fit", "-c", str(CONFIGS / f"free-energy-{system}.yaml"), "--trainer.accelerator", "cpu",
+        "fit", "-c", str(CONFIGS / f"{config}.yaml"), "--trainer.accelerator", "cpu",
         "--trainer.max_steps", "3", "--trainer.val_check_interval", "3", "--trainer.enable_progress_bar", "false",
         "--data.init_args.num_samples", "512", "--data.init_args.val_samples", "64",
         "--data.init_args.batch_size", "64",
@@ -41,13 +44,13 @@ def fit(system: str, directory: Path) -> Path:
     result = run([str(EXECUTABLE), *arguments], directory, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "`Trainer.fit` stopped: `max_steps=3` reached." in result.stdout + result.stderr
-    checkpoint = directory / "runs" / f"free-energy-{system}" / "checkpoints" / "last.ckpt"
+    checkpoint = directory / "runs" / config / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
     return checkpoint
 
 
-def check_estimates(system: str, checkpoint: Path, directory: Path) -> None:
-    options = ["--samples", "64", "--steps", "2", "--ti-steps", "1", "--ti-nodes", "4"]
+def check_estimates(system: str, checkpoint: Path, directory: Path, transport: str = "ode") -> dict[str, list[str]]:
+    options = ["--samples", "64", "--steps", "2", "--ti-steps", "1", "--ti-nodes", "4", "--transport", transport]
     result = run([sys.executable, str(SCRIPT), "--ckpt", str(checkpoint), *options], directory, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     reference = build_system(system, SYSTEMS[system]).delta_f()
@@ -56,16 +59,41 @@ def check_estimates(system: str, checkpoint: Path, directory: Path) -> None:
     assert [row[0].strip() for row in rows[1:]] == ["escorted-jarzynski", "controlled-crooks", "fep", "bar", "ti"]
     for row in rows[1:]:
         assert math.isfinite(float(row[1])) and float(row[2]) >= 0
-    evaluations = {row[0].strip(): int(row[6]) for row in rows[1:]}
-    # 4 n energy evaluations for every method but TI (its chains: n / (1 + 4 x 1 / 2) rounded, from each end).
-    assert evaluations == {
-        "escorted-jarzynski": 256, "controlled-crooks": 256, "fep": 256, "bar": 256, "ti": 2 * 2 * 21 * (1 + 2),
-    }  # fmt: skip
+    return {row[0].strip(): row for row in rows[1:]}
+
+
+def evaluations(rows: dict[str, list[str]]) -> dict[str, int]:
+    return {method: int(row[6]) for method, row in rows.items()}
 
 
 @pytest.mark.timeout(300)
 def test_mixtures_config_fits_and_estimates(tmp_path):
-    check_estimates("mixtures", fit("mixtures", tmp_path), tmp_path)
+    checkpoint = fit("mixtures", tmp_path)
+    rows = check_estimates("mixtures", checkpoint, tmp_path)
+    # 4 n energy evaluations for every method but TI (its chains: n / (1 + 4 x 1 / 2) rounded, from each end).
+    assert evaluations(rows) == {
+        "escorted-jarzynski": 256, "controlled-crooks": 256, "fep": 256, "bar": 256, "ti": 2 * 2 * 21 * (1 + 2),
+    }  # fmt: skip
+    assert int(rows["controlled-crooks"][7]) == 4 * 2  # RK4: 4 velocity evaluations a step
+    # A velocity on gamma = 0 has no score: the SDE is refused before any work, with the ConfigurationError that
+    # the script's entry point prints as one line with status 2 (test_estimation_refuses_bad_arguments_in_one_line
+    # runs that path as a process; here in-process, to spare a launch).
+    specification = importlib.util.spec_from_file_location("free_energy_estimate", SCRIPT)
+    script = importlib.util.module_from_spec(specification)
+    specification.loader.exec_module(script)
+    with pytest.raises(ConfigurationError, match=r"^--transport = 'sde': a model with a score \("):
+        script.run(["--ckpt", str(checkpoint), "--transport", "sde"])
+
+
+@pytest.mark.timeout(300)
+def test_energy_head_config_fits_and_estimates_along_the_sde_and_the_learned_interpolant(tmp_path):
+    """The energy-interpolant head: TI on its learned U_t (2 n / nodes interpolant samples a node), the SDE works."""
+    checkpoint = fit("mixtures", tmp_path, "free-energy-mixtures-energy")
+    rows = check_estimates("mixtures", checkpoint, tmp_path, transport="sde")
+    assert evaluations(rows) == {
+        "escorted-jarzynski": 256, "controlled-crooks": 256, "fep": 256, "bar": 256, "ti": 2 * 4 * 32,
+    }  # fmt: skip
+    assert int(rows["controlled-crooks"][7]) == 2 + 1  # Euler-Maruyama: one velocity-and-score call a grid time
 
 
 @pytest.mark.timeout(120)
