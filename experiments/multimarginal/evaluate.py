@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from si_lightning.commands.checkpoints import load_model
 from si_lightning.data import DigitsDataModule
@@ -60,6 +61,14 @@ class Translator:
             model = self.pairs[(low, high)]
             local = route(2, 0 if start == low else 1, 1 if end == high else 0, "edge")
             return translate(model.simplex_fields(), self.sampler, x, local)[0]
+
+
+def training_coupling(config: Path) -> str:
+    """How the marginals of a training row were drawn, from the run's saved config (``independent`` by default)."""
+    if not config.is_file():
+        return "unknown"
+    data = yaml.safe_load(config.read_text()).get("data", {})
+    return data.get("init_args", {}).get("coupling", "independent")
 
 
 def validation_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +122,8 @@ def main() -> None:
     generator = torch.Generator().manual_seed(options.seed)
     floor_reference = datamodule.real_samples(options.fid_samples, generator, split="train", skip=options.fid_samples)
     checkpoint = "checkpoints/last.ckpt"
-    multimarginal = load_model(runs / "multimarginal" / f"seed{options.seed}" / checkpoint)
+    run = runs / "multimarginal" / f"seed{options.seed}"
+    multimarginal = load_model(run / checkpoint)
     pairs = {}
     for low, high in itertools.combinations(range(4), 2):
         path = runs / f"pair-{low}-{high}" / f"seed{options.seed}" / checkpoint
@@ -121,6 +131,7 @@ def main() -> None:
             pairs[(low, high)] = load_model(path)
     results = {
         "seed": options.seed,
+        "coupling": training_coupling(run / "config.yaml"),
         "steps_per_edge": options.steps,
         "fid_samples": options.fid_samples,
         "validation_digits": int(digits.shape[0]),
