@@ -13,6 +13,7 @@ image k places further along its class's rows (cyclically), so the row's margina
 images of the same class whenever the class has at least K - 1 rows in the batch (at B = 64 and 10
 classes almost always; a rarer class reuses images of the row). Every marginal keeps its law: a row's
 class is drawn from the data set's class frequencies and, given the class, each image is uniform over it.
+With several devices the rows are matched within each device's part of the global batch.
 """
 
 from __future__ import annotations
