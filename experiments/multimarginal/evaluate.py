@@ -10,7 +10,9 @@ For the 180 validation digits x and each ordered pair i -> j of data marginals: 
 shipped digits classifier gives to T_j^{-1}(translate_{i->j}(T_i(x))), and the cycle RMSE
 |translate_{j->i}(translate_{i->j}(T_i x)) - T_i x| (per pixel, in [-1, 1] units). For each data marginal
 j: digits FID of T_j^{-1}(generate_j) from N seeds against N training digits, with the real-vs-real floor.
-Every route is the ODE (Heun, ``--steps`` steps per edge, EMA weights).
+Every route is the ODE (Heun, ``--steps`` steps per edge, EMA weights). The multimarginal model's routes
+(``--paths``): ``edge``, ``through-base`` (via the Gaussian vertex) and ``through-third`` (i -> k -> j via the
+data marginal k that is neither end; translations only, generation is the edge's).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 
 from si_lightning.commands.checkpoints import load_model
 from si_lightning.data import DigitsDataModule
@@ -53,6 +56,11 @@ class Translator:
 
     def __call__(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
+            if self.multimarginal is not None and self.path == "through-third":
+                # Via the data marginal that is neither end (only between data marginals).
+                third = next(k for k in DATA_MARGINALS if k not in (start, end))
+                legs = route(4, start, end, "through-base", base=third)
+                return translate(self.multimarginal.simplex_fields(), self.sampler, x, legs)[0]
             if self.multimarginal is not None:
                 legs = route(4, start, end, self.path)
                 return translate(self.multimarginal.simplex_fields(), self.sampler, x, legs)[0]
@@ -60,6 +68,14 @@ class Translator:
             model = self.pairs[(low, high)]
             local = route(2, 0 if start == low else 1, 1 if end == high else 0, "edge")
             return translate(model.simplex_fields(), self.sampler, x, local)[0]
+
+
+def training_coupling(config: Path) -> str:
+    """How the marginals of a training row were drawn, from the run's saved config (``independent`` by default)."""
+    if not config.is_file():
+        return "unknown"
+    data = yaml.safe_load(config.read_text()).get("data", {})
+    return data.get("init_args", {}).get("coupling", "independent")
 
 
 def validation_digits() -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,7 +90,9 @@ def classify(extractor: DigitsFeatureExtractor, images: torch.Tensor) -> torch.T
     return extractor.classify(quantize_to_uint8(images)).argmax(dim=1)
 
 
-def evaluate(translator: Translator, extractor, digits, labels, real, floor_reference, fid_samples) -> dict:
+def evaluate(
+    translator: Translator, extractor, digits, labels, real, floor_reference, fid_samples, generation: bool = True
+) -> dict:
     row: dict[str, float] = {}
     for i, j in itertools.permutations(DATA_MARGINALS, 2):
         source = forward(i, digits)
@@ -83,6 +101,8 @@ def evaluate(translator: Translator, extractor, digits, labels, real, floor_refe
         back = translator(moved, j, i)
         row[f"class kept {i}->{j}"] = kept
         row[f"cycle RMSE {i}->{j}->{i}"] = (back - source).pow(2).mean().sqrt().item()
+    if not generation:  # a route between data marginals only: generation from the base is the edge's
+        return row
     noise = base_noise(list(range(fid_samples)), (1, 8, 8))
     real_features = extractor.extract(quantize_to_uint8(real))
     for j in DATA_MARGINALS:
@@ -100,6 +120,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20, help="Heun steps per edge")
     parser.add_argument("--fid-samples", type=int, default=500)
     parser.add_argument("--models", choices=("all", "multimarginal", "pairs"), default="all", help="which rows")
+    parser.add_argument(
+        "--paths",
+        default="edge,through-base",
+        help="the multimarginal model's routes, of edge, through-base, through-third (via the third data "
+        "marginal: translations only)",
+    )
     parser.add_argument("--out", required=True, help="results JSON")
     options = parser.parse_args()
     torch.set_grad_enabled(False)
@@ -113,7 +139,8 @@ def main() -> None:
     generator = torch.Generator().manual_seed(options.seed)
     floor_reference = datamodule.real_samples(options.fid_samples, generator, split="train", skip=options.fid_samples)
     checkpoint = "checkpoints/last.ckpt"
-    multimarginal = load_model(runs / "multimarginal" / f"seed{options.seed}" / checkpoint)
+    run = runs / "multimarginal" / f"seed{options.seed}"
+    multimarginal = load_model(run / checkpoint)
     pairs = {}
     for low, high in itertools.combinations(range(4), 2):
         path = runs / f"pair-{low}-{high}" / f"seed{options.seed}" / checkpoint
@@ -121,6 +148,7 @@ def main() -> None:
             pairs[(low, high)] = load_model(path)
     results = {
         "seed": options.seed,
+        "coupling": training_coupling(run / "config.yaml"),
         "steps_per_edge": options.steps,
         "fid_samples": options.fid_samples,
         "validation_digits": int(digits.shape[0]),
@@ -128,9 +156,14 @@ def main() -> None:
         "models": {},
     }
     arguments = (extractor, digits, labels, real, floor_reference, options.fid_samples)
-    for path in ("edge", "through-base") if options.models != "pairs" else ():
+    paths = [path.strip() for path in options.paths.split(",") if path.strip()]
+    unknown = sorted(set(paths) - {"edge", "through-base", "through-third"})
+    if unknown:
+        parser.error(f"--paths: unknown route(s) {', '.join(unknown)}; expected edge, through-base, through-third")
+    for path in paths if options.models != "pairs" else ():
         translator = Translator(multimarginal, {}, sampler, path)
-        results["models"][f"multimarginal, {path}"] = evaluate(translator, *arguments)
+        generation = path != "through-third"
+        results["models"][f"multimarginal, {path}"] = evaluate(translator, *arguments, generation=generation)
     if len(pairs) == 6 and options.models != "multimarginal":
         results["models"]["six two-marginal models"] = evaluate(Translator(None, pairs, sampler, "edge"), *arguments)
     Path(options.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -14,7 +14,8 @@ def main() -> None:
     for path in sys.argv[1:]:
         results = json.loads(open(path).read())
         for model, row in results["models"].items():
-            columns.append((f"{model} (seed {results['seed']})", row))
+            coupling = results.get("coupling", "independent")
+            columns.append((f"{model}, {coupling} (seed {results['seed']})", row))
     keys = list(dict.fromkeys(key for _, row in columns for key in row))
     print("| | " + " | ".join(name for name, _ in columns) + " |")
     print("|---|" + "---:|" * len(columns))

@@ -6,6 +6,14 @@ marginal k is ``transform_k`` applied to the batch rolled by k positions, so wit
 samples of one row come from K different images (B > K): the marginals are drawn independently of
 each other (an independent coupling across marginals), as the multimarginal interpolant assumes.
 ``gaussian`` is N(0, I) noise drawn from the batch's seeded generator.
+
+``coupling="label-shared"`` (labelled data) draws the K images of a row independently given one shared
+class: the rows of each class are shuffled with the batch's seeded generator and marginal k takes the
+image k places further along its class's rows (cyclically), so the row's marginals are K different
+images of the same class whenever the class has at least K - 1 rows in the batch (at B = 64 and 10
+classes almost always; a rarer class reuses images of the row). Every marginal keeps its law: a row's
+class is drawn from the data set's class frequencies and, given the class, each image is uniform over it.
+With several devices the rows are matched within each device's part of the global batch.
 """
 
 from __future__ import annotations
@@ -21,6 +29,9 @@ from torch.utils.data import Dataset
 from si_lightning.checks import lookup
 from si_lightning.condition import Condition
 from si_lightning.data.base import CoupledDataModule
+from si_lightning.seeding import derived_seed
+
+MARGINAL_COUPLINGS = ("independent", "label-shared")
 
 
 def rotate_quarter(x: Tensor) -> Tensor:
@@ -59,6 +70,27 @@ MARGINAL_TRANSFORMS: dict[str, MarginalTransform] = {
 }
 
 
+def same_class_partners(labels: Tensor, shifts: Sequence[int], generator: torch.Generator | None = None) -> Tensor:
+    """For each shift and row, the row ``shift`` places further along a random cyclic order of its class's rows.
+
+    labels: (batch,) class labels. Returns (len(shifts), batch) row indices with labels[partners] == labels.
+    One order per call, drawn from ``generator`` and shared by all shifts, so shifts 1 .. n - 1 give a row
+    of a class with n rows n - 1 different partners, none the row itself (shift 0 is the row).
+    """
+    size = labels.shape[0]
+    shuffled = torch.randperm(size, generator=generator, device=labels.device)
+    # Rows grouped by class; the stable sort keeps the shuffled order inside each class.
+    grouped = shuffled[torch.argsort(labels[shuffled], stable=True)]
+    _, counts = torch.unique_consecutive(labels[grouped], return_counts=True)
+    starts = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    sizes = torch.repeat_interleave(counts, counts)
+    positions = torch.arange(size, device=labels.device) - starts
+    partners = torch.empty(len(shifts), size, dtype=torch.long, device=labels.device)
+    for row, shift in enumerate(shifts):
+        partners[row, grouped] = grouped[starts + (positions + shift) % sizes]
+    return partners
+
+
 @dataclass(frozen=True)
 class MultimarginalBatch:
     """xs: K tensors (batch, *data_shape), marginal k's samples, unpaired; cond: the (empty) condition."""
@@ -79,6 +111,8 @@ class MultimarginalDataModule(CoupledDataModule):
         marginals: K >= 2 names, vertex k of the simplex is marginal k; ``gaussian`` may appear only first.
         batch_size: B > K rows per batch (each row holds one sample of every marginal).
         num_workers, seed: see ``CoupledDataModule``.
+        coupling: how the K marginals of a row are drawn: ``independent`` (K unrelated images) or
+            ``label-shared`` (K images of one class, drawn independently given it; needs labelled ``data``).
     """
 
     def __init__(
@@ -88,8 +122,11 @@ class MultimarginalDataModule(CoupledDataModule):
         batch_size: int = 128,
         num_workers: int = 0,
         seed: int = 0,
+        coupling: str = "independent",
     ) -> None:
         super().__init__(batch_size, num_workers, seed, coupling=None)
+        if coupling not in MARGINAL_COUPLINGS:
+            raise ValueError(f"coupling must be one of {', '.join(MARGINAL_COUPLINGS)}, got {coupling!r}")
         if not isinstance(data, CoupledDataModule):
             raise ValueError(f"data must be a CoupledDataModule of si_lightning.data, got {type(data).__name__}")
         names = list(marginals)
@@ -106,6 +143,9 @@ class MultimarginalDataModule(CoupledDataModule):
         if "rotate90" in names and self.data_shape[-1] != self.data_shape[-2]:
             raise ValueError(f"marginal 'rotate90' needs square images, got data_shape {self.data_shape}")
         self.dataset_classes = data.dataset_classes
+        if coupling == "label-shared" and self.dataset_classes == 0:
+            raise ValueError(f"coupling 'label-shared' needs labelled data; {type(data).__name__} has no classes")
+        self.marginal_coupling = coupling
         self.check_coupling()
 
     @property
@@ -125,17 +165,35 @@ class MultimarginalDataModule(CoupledDataModule):
         return self.data.build_datasets()
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int = 0) -> MultimarginalBatch:
-        """Batch(x0 Gaussian, x1 images in [-1, 1], cond) from the base class -> K unpaired marginal batches."""
+        """(images, labels, index[, seed]) -> K marginal batches, from the base class's Batch(x0 Gaussian, x1, cond)."""
         if isinstance(batch, MultimarginalBatch):
             return batch
         coupled = super().on_after_batch_transfer(batch, dataloader_idx)
-        return MultimarginalBatch(self.marginal_samples(coupled.x0, coupled.x1), coupled.cond)
+        if self.marginal_coupling == "independent":
+            return MultimarginalBatch(self.marginal_samples(coupled.x0, coupled.x1), coupled.cond)
+        labels, index = batch[1], batch[2]
+        # Training batches carry their global batch's seed; evaluation batches are seeded by their first index.
+        origin = ("training", batch[3]) if len(batch) == 4 else ("evaluation", int(index.reshape(-1)[0]))
+        generator = torch.Generator(device=labels.device).manual_seed(derived_seed(self.seed, "label-shared", *origin))
+        return MultimarginalBatch(self.marginal_samples(coupled.x0, coupled.x1, labels, generator), coupled.cond)
 
-    def marginal_samples(self, noise: Tensor, images: Tensor) -> tuple[Tensor, ...]:
-        """K tensors like ``images`` (batch, ...): marginal k is transform_k(images rolled by k) or ``noise``."""
+    def marginal_samples(
+        self, noise: Tensor, images: Tensor, labels: Tensor | None = None, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, ...]:
+        """K tensors like ``images`` (batch, ...): marginal k is transform_k(images[partners_k]) or ``noise``.
+
+        Without ``labels`` partners_k rolls the batch by k (``independent``); with ``labels`` (batch,) it
+        moves k places along a random cyclic order of the rows of the same class (``label-shared``).
+        """
+        shifts = range(len(self.transforms))
+        if labels is None:
+            rows = torch.arange(images.shape[0], device=images.device)
+            partners = torch.stack([torch.roll(rows, shifts=shift) for shift in shifts])
+        else:
+            partners = same_class_partners(labels, shifts, generator)
         return tuple(
-            noise if transform.gaussian else transform.forward(torch.roll(images, shifts=index, dims=0))
-            for index, transform in enumerate(self.transforms)
+            noise if transform.gaussian else transform.forward(images[partners[shift]])
+            for shift, transform in enumerate(self.transforms)
         )
 
     def inverse(self, marginal: int, x: Tensor) -> Tensor:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 
 from torch import Tensor
 
-from si_lightning.analytic_multimarginal import GaussianMarginals
+from si_lightning.analytic_multimarginal import GaussianMarginals, GaussianMixtureMarginals
 from si_lightning.condition import Condition
 from si_lightning.interpolants.multimarginal import MultimarginalInterpolant
 from si_lightning.interpolants.simplex_paths import EdgePath
@@ -49,9 +49,9 @@ class NetworkSimplexFields(SimplexFields):
 
 
 class OracleSimplexFields(SimplexFields):
-    """The exact fields of ``GaussianMarginals`` (x of shape (batch, d))."""
+    """The exact fields of ``GaussianMarginals`` or ``GaussianMixtureMarginals`` (x of shape (batch, d))."""
 
-    def __init__(self, oracle: GaussianMarginals) -> None:
+    def __init__(self, oracle: GaussianMarginals | GaussianMixtureMarginals) -> None:
         self.oracle = oracle
         self.interpolant = oracle.interpolant
 

@@ -35,6 +35,8 @@ def test_digits_multimarginal_smoke_fit_sample_translate_and_table(tmp_path):
     assert "max_steps=4" in last_line(fit.stderr), fit.stderr[-2000:]
     checkpoint = root / "multimarginal" / "seed0" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
+    # The shipped config trains on the label-shared coupling (the run's saved config records it).
+    assert "coupling: label-shared" in (root / "multimarginal" / "seed0" / "config.yaml").read_text()
 
     generated = tmp_path / "rotated"
     sample = run(
@@ -103,6 +105,11 @@ def test_digits_multimarginal_smoke_fit_sample_translate_and_table(tmp_path):
         ),
         (["--model.interpolant.init_args.gamma", "browian"], "model.interpolant.init_args.gamma", "unknown simplex"),
         (["--data.init_args.marginals", "[identity, gaussian]"], "data.init_args.marginals", "may only be the first"),
+        (
+            ["--data.init_args.coupling", "paired"],
+            "data.init_args.coupling",
+            "coupling must be one of independent, label-shared, got 'paired'",
+        ),
     ],
 )
 def test_bad_multimarginal_settings_name_their_key(override, key, message, tmp_path, monkeypatch):
