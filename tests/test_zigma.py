@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from si_lightning.condition import Condition
 from si_lightning.nn import ZIGMA_MODELS, DiT, ZigMa, count_parameters
 from si_lightning.nn.dit import modulate
 from si_lightning.nn.selective_scan import (
@@ -98,6 +99,36 @@ def test_chunked_scan_has_no_overflow_under_strong_decay():
     expected = delta * u * (B * C).sum(-1, keepdim=True) + D * u
     torch.testing.assert_close(output, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(output, selective_scan_reference(u, delta, A, B, C, D), rtol=1e-12, atol=1e-12)
+
+
+def test_chunked_scan_gradient_is_the_finite_difference_of_the_recurrence():
+    """gradcheck on a tiny size (2 x 7 tokens, 3 channels, 2 states, chunks of 3: a partial last chunk, every
+    chunk recomputed in backward): the chunked scan's analytic gradient of every input against central finite
+    differences of the sequential recurrence itself (torch's default eps 1e-6 in float64; the difference
+    quotient's error is O(eps^2) truncation plus O(1e-16 / eps) = 1e-10 rounding, far below atol = 1e-6)."""
+    inputs = [tensor.requires_grad_(True) for tensor in scan_inputs(2, 7, 3, 2, torch.float64, seed=5)]
+
+    def chunked(*tensors: torch.Tensor) -> torch.Tensor:
+        return selective_scan_chunked(*tensors, chunk_size=3)
+
+    class ReferenceWithChunkedGradient(torch.autograd.Function):
+        """Forward: the sequential recurrence (what gradcheck differentiates numerically); backward: the
+        chunked scan's gradient (what it checks)."""
+
+        @staticmethod
+        def forward(ctx, *tensors: torch.Tensor) -> torch.Tensor:
+            ctx.save_for_backward(*tensors)
+            return selective_scan_reference(*tensors)
+
+        @staticmethod
+        def backward(ctx, grad_output: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            tensors = [tensor.detach().requires_grad_(True) for tensor in ctx.saved_tensors]
+            with torch.enable_grad():
+                output = chunked(*tensors)
+            return torch.autograd.grad(output, tensors, grad_output)
+
+    assert torch.autograd.gradcheck(ReferenceWithChunkedGradient.apply, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(chunked, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
 
 
 def test_chunk_size_beyond_the_float64_range_is_refused():
@@ -252,3 +283,53 @@ def test_the_carried_state_owns_its_memory():
     state = torch.zeros(1, 3, 2, dtype=torch.float64)
     _, last = scan_chunk(u, delta, A, B, C, state)
     assert last._base is None and last.untyped_storage().nbytes() == 3 * 2 * 8
+
+
+def test_recompute_gives_the_same_output_and_gradients():
+    """A float64 model with and without recomputation in backward: the same operations on the same numbers,
+    so the output, the input's gradient and every parameter's gradient agree to float64 rounding (1e-12)."""
+    outputs = {}
+    for recompute in (False, True):
+        torch.manual_seed(0)
+        model = tiny(num_classes=3, depth=3, recompute=recompute).double()
+        perturb(model)
+        generator = torch.Generator().manual_seed(4)
+        x = torch.randn(3, 2, 8, 8, generator=generator, dtype=torch.float64).requires_grad_(True)
+        t = torch.rand(3, generator=generator, dtype=torch.float64)
+        output = model(x, t, Condition(labels=torch.tensor([0, 2, 1])))
+        output.square().sum().backward()
+        gradients = {name: parameter.grad for name, parameter in model.named_parameters()}
+        outputs[recompute] = (output.detach(), x.grad, gradients)
+    (plain, plain_x, plain_gradients), (recomputed, recomputed_x, recomputed_gradients) = outputs.values()
+    torch.testing.assert_close(recomputed, plain, rtol=0, atol=1e-12)
+    torch.testing.assert_close(recomputed_x, plain_x, rtol=0, atol=1e-12)
+    assert float(plain_gradients["blocks.0.mixer.A_log"].abs().max()) > 0  # the scan's parameters take part
+    for name, gradient in plain_gradients.items():
+        torch.testing.assert_close(recomputed_gradients[name], gradient, rtol=0, atol=1e-12, msg=name)
+
+
+def test_recompute_keeps_only_the_blocks_inputs_for_backward():
+    """Every tensor autograd keeps from the forward pass, seen by a saved-tensors hook: with recomputation
+    none is larger than one (batch, tokens, hidden) activation (the blocks' inputs; the scan's (tokens,
+    expand * hidden) tensors and float64 states are rebuilt in backward); without it the blocks keep their
+    in_proj outputs (batch, tokens, 2 * expand * hidden), 4x larger, and over 10x the bytes in all."""
+    kept = {}
+    for recompute in (False, True):
+        model = tiny(depth=3, patch_size=1, recompute=recompute)
+        storages: dict[int, int] = kept.setdefault(recompute, {})
+
+        def pack(tensor: torch.Tensor, storages: dict[int, int] = storages) -> torch.Tensor:
+            storages[tensor.untyped_storage().data_ptr()] = tensor.untyped_storage().nbytes()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            model(torch.randn(2, 2, 8, 8), torch.rand(2))
+    activation = 2 * 64 * 16 * 4  # (batch 2, 64 tokens, hidden 16) in float32
+    assert max(kept[True].values()) <= activation
+    assert max(kept[False].values()) >= 4 * activation
+    assert sum(kept[False].values()) > 10 * sum(kept[True].values())
+
+
+def test_recompute_must_be_a_bool():
+    with pytest.raises(ValueError, match=r"ZigMa expects recompute to be a bool, got 'yes'"):
+        tiny(recompute="yes")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from si_lightning.checks import lookup
 from si_lightning.condition import Condition
@@ -95,16 +96,32 @@ class Mamba(nn.Module):
 
 
 class ZigMaBlock(nn.Module):
-    """x + gate * unscan(Mamba(scan(modulate(LN(x))))), shift/scale/gate from c; adaLN-Zero (identity at start)."""
+    """x + gate * unscan(Mamba(scan(modulate(LN(x))))), shift/scale/gate from c; adaLN-Zero (identity at start).
 
-    def __init__(self, hidden_size: int, state_size: int, expand: int, conv_size: int, chunk_size: int) -> None:
+    With ``recompute`` (the default) and gradients on, the block keeps only its inputs for the backward pass,
+    x (batch, n, hidden) and c, and runs its forward again there (activation checkpointing; inside, the
+    selective scan recomputes chunk by chunk in turn). Without it a block holds about four (batch, n, hidden)
+    and ten (batch, n, expand * hidden) activations until backward. The gradients are the same
+    (tests/test_zigma.py); the cost is one more forward pass of the block.
+    """
+
+    def __init__(
+        self, hidden_size: int, state_size: int, expand: int, conv_size: int, chunk_size: int, recompute: bool = True
+    ) -> None:
         super().__init__()
+        self.recompute = recompute
         self.norm = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.mixer = Mamba(hidden_size, state_size, expand, conv_size, chunk_size)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 3 * hidden_size))
 
     def forward(self, x: Tensor, c: Tensor, path: Tensor, inverse: Tensor) -> Tensor:
         """x (batch, n, hidden) row-major, c (batch, hidden), path and inverse (n,) -> (batch, n, hidden)."""
+        if self.recompute and torch.is_grad_enabled():
+            return checkpoint(self.update, x, c, path, inverse, use_reentrant=False, preserve_rng_state=False)
+        return self.update(x, c, path, inverse)
+
+    def update(self, x: Tensor, c: Tensor, path: Tensor, inverse: Tensor) -> Tensor:
+        """The block itself (same arguments and shapes as ``forward``)."""
         shift, scale, gate = self.modulation(c).chunk(3, dim=1)
         scanned = modulate(self.norm(x), shift, scale).index_select(1, path)
         return x + gate[:, None, :] * self.mixer(scanned).index_select(1, inverse)
@@ -121,7 +138,8 @@ class ZigMa(PatchTokens):
     ``preset`` ("S", "B", "L", "XL") fixes depth and hidden_size; either given explicitly overrides the
     preset's value, and with ``preset=None`` both are required. ``state_size`` (N), ``expand`` (E / width)
     and ``conv_size`` are Mamba's; ``chunk_size`` (at most 32) is the chunk of the plain-PyTorch scan: longer
-    chunks take fewer sequential steps.
+    chunks take fewer sequential steps. ``recompute`` (default True) has each block keep only its input for
+    backward and recompute the rest there (see ``ZigMaBlock``): less memory for one more forward pass.
     """
 
     def __init__(
@@ -139,6 +157,7 @@ class ZigMa(PatchTokens):
         conv_size: int = 4,
         chunk_size: int = 32,
         time_embedding: str = "sinusoidal",
+        recompute: bool = True,
     ) -> None:
         super().__init__(data_shape, num_classes, cond_channels, out_channels, rank=3, layout="(C, H, W)")
         depth, hidden_size = self._resolve_sizes(preset, depth, hidden_size)
@@ -152,6 +171,8 @@ class ZigMa(PatchTokens):
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"ZigMa expects {key} to be an int >= 1, got {value!r}")
+        if not isinstance(recompute, bool):
+            raise ValueError(f"ZigMa expects recompute to be a bool, got {recompute!r}")
         if chunk_size > MAX_CHUNK_SIZE:
             raise ValueError(
                 f"ZigMa expects chunk_size <= {MAX_CHUNK_SIZE} (the scan's float64 range), got {chunk_size}"
@@ -179,7 +200,7 @@ class ZigMa(PatchTokens):
         self.time_embedding = TimeEmbedding(hidden_size, frequency_dim=256, kind=time_embedding)
         self.label_embedding = LabelEmbedding(num_classes, hidden_size) if num_classes > 0 else None
         self.blocks = nn.ModuleList(
-            ZigMaBlock(hidden_size, state_size, expand, conv_size, chunk_size) for _ in range(depth)
+            ZigMaBlock(hidden_size, state_size, expand, conv_size, chunk_size, recompute) for _ in range(depth)
         )
         self.final_layer = FinalLayer(hidden_size, patch_size, self.out_channels)
         self.initialize_weights()
