@@ -15,7 +15,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from table import TRANSPORTED  # noqa: E402 - the script's own folder is on the path when run as a script
+from table import method_label  # noqa: E402 - the script's own folder is on the path when run as a script
 
 
 def main(paths: list[str]) -> int:
@@ -24,11 +24,7 @@ def main(paths: list[str]) -> int:
         content = json.loads(Path(path).read_text())
         system = f"{content['system']['system']} (d = {content['system']['dims']})"
         for row in content["rows"]:
-            method = row["method"]
-            if content.get("transport") == "sde" and method in TRANSPORTED:
-                method = f"{method} (sde, {content['steps']} steps)"
-            if content.get("learned_ti") and method == "ti":
-                method = "ti (learned U_t)"
+            method = method_label(content, row)
             groups[(system, method)].append((row["error"], row["stderr"]))
     print("| system | method | seeds | mean error | RMS error | mean stderr |")
     print("|---|---|---|---|---|---|")

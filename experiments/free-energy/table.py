@@ -16,6 +16,16 @@ from pathlib import Path
 TRANSPORTED = ("escorted-jarzynski", "controlled-crooks")
 
 
+def method_label(content: dict, row: dict) -> str:
+    """A row's method, with the transport and step count of the SDE estimators and TI's kind named."""
+    method = row["method"]
+    if content.get("transport") == "sde" and method in TRANSPORTED:
+        return f"{method} (sde, {content['steps']} steps)"
+    if content.get("learned_ti") and method == "ti":
+        return "ti (learned U_t)"
+    return method
+
+
 def main(paths: list[str]) -> int:
     print("| system | seed | method | Delta F | stderr | error | lower | upper | energy evaluations | NFE |")
     print("|---|---|---|---|---|---|---|---|---|---|")
@@ -23,11 +33,7 @@ def main(paths: list[str]) -> int:
         content = json.loads(Path(path).read_text())
         system, seed = content["system"]["system"], content.get("seed", Path(path).stem.rsplit("-", 1)[-1])
         for row in content["rows"]:
-            method = row["method"]
-            if content.get("transport") == "sde" and method in TRANSPORTED:
-                method = f"{method} (sde, {content['steps']} steps)"
-            if content.get("learned_ti") and method == "ti":
-                method = "ti (learned U_t)"
+            method = method_label(content, row)
             bounds = ["" if row[key] is None else f"{row[key]:.3f}" for key in ("lower", "upper")]
             print(
                 f"| {system} (d = {content['system']['dims']}, Delta F = {content['reference']:.4f}) | {seed} "

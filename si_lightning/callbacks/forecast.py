@@ -102,12 +102,13 @@ class ForecastCallback(PeriodicEvaluation):
         shape = (self.members, steps + 1, *truth.shape[2:])
         mine = torch.stack(local) if local else truth.new_zeros((0, *shape))
         forecasts = gather_in_order(trainer, mine, self.inputs)
-        scores = forecast_scores(forecasts, truth, decorrelation_lead(truth), self.spectrum_from)
+        decorrelation = decorrelation_lead(truth)
+        scores = forecast_scores(forecasts, truth, decorrelation, self.spectrum_from)
         label = f"m{self.members}-s{self.sde_steps}"
         metrics = {
             f"forecast-{name.replace('_', '-')}/{label}/n{self.inputs}": float(scores[name])
             for name in SCALAR_SCORES
             if name in scores
         }
-        details = {"steps": steps, "split": self.split, "decorrelation_lead": decorrelation_lead(truth)}
+        details = {"steps": steps, "split": self.split, "decorrelation_lead": decorrelation}
         publish_metrics(trainer, run_directory(trainer), metrics, details)

@@ -169,14 +169,18 @@ def test_forecast_callback_scores_are_those_of_the_last_checkpoints_rollouts(tra
 
 @pytest.mark.timeout(300)
 def test_evaluate_scores_a_forecast_folder(trained: Path, capsys: pytest.CaptureFixture) -> None:
-    """``evaluate --forecasts``: the scalar scores of forecast_scores on the folder's ensembles and truth."""
+    """``evaluate --forecasts`` through the executable: exit 0, its summary line, evaluation.json holding the
+    scalar scores of forecast_scores on the folder's ensembles and truth; a missing folder refused in one line."""
     from si_lightning.forecasting import decorrelation_lead, forecast_scores
 
     assert main(forecast_arguments(trained, "scored")) == 0  # 2 held-out inputs (val, test), 2 members, 3 steps
     out = trained / "scores"
     capsys.readouterr()
-    assert main(["evaluate", "--forecasts", str(trained / "scored"), "--out", str(out)]) == 0
-    assert last_line(capsys.readouterr().out).endswith(f"(2 inputs x 2 members x 3 leads) -> {out / 'evaluation.json'}")
+    arguments = ["evaluate", "--forecasts", str(trained / "scored"), "--out", str(out)]
+    result = run([str(EXECUTABLE), *arguments], trained, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert last_line(result.stdout).endswith(f"(2 inputs x 2 members x 3 leads) -> {out / 'evaluation.json'}")
+    assert sorted(path.name for path in out.iterdir()) == ["evaluation.json"]
     record = json.loads((out / "evaluation.json").read_text())
     with np.load(trained / "scored" / "trajectories.npz") as content:
         forecasts, truth = (torch.from_numpy(content[name]).double() for name in ("forecasts", "truth"))
