@@ -8,7 +8,8 @@ forks a child that runs ``trainer.fit`` with its checkpoints in ``ROOT/try-N`` (
 not pay 20 interpreter and CLI start-ups). The parent waits for the start of the child's k-th
 checkpoint write (k random in 1..6: step checkpoints and last.ckpt alternate), that is a temporary
 file next to the checkpoints (or, for Lightning's own IO with ``--plain-io``, fsspec's in TMPDIR),
-waits a random 0-20 ms more and sends SIGKILL. Afterwards every ``last.ckpt`` is loaded with
+waits a random 0-20 ms more and sends SIGKILL if that write is still under way (at the start of the
+next write otherwise). A temporary file left after the kill records that the kill cut a write short. Afterwards every ``last.ckpt`` is loaded with
 ``torch.load(weights_only=True)``. Prints one JSON object with a record per try.
 """
 
@@ -84,15 +85,20 @@ def main() -> None:
             now = write_in_progress(directory, tmpdir)
             if now is not None and now != writing:
                 writes += 1
-                if writes == target:
+                if writes >= target:
                     time.sleep(delay)
-                    killed_in = write_in_progress(directory, tmpdir)
-                    break
+                    if write_in_progress(directory, tmpdir) is not None:
+                        break
+                    # The write was shorter than the delay (small models write in a few ms on an idle
+                    # machine): kill at the start of the next write instead.
+                    delay, now = 0.0, None
             writing = now
             time.sleep(0.0002)
         if pid:
             os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
+            # A temporary file outliving the process is the proof that the kill cut a write short.
+            killed_in = write_in_progress(directory, tmpdir)
         for leftover in tmpdir.iterdir():  # fsspec's temporary files die with the process
             if leftover.is_file():
                 leftover.unlink()
