@@ -49,7 +49,7 @@ def parser() -> CommandParser:
     parse.add_argument("--sde-steps", type=PositiveInt, default=20, help="Euler-Maruyama steps in tau per step")
     parse.add_argument("--seed", type=int, default=0, help="seeds every member's noise with the input's index")
     parse.add_argument("--blow-up-factor", type=float, default=10.0, help="blown up: energy > factor x input's")
-    parse.add_argument("--devices", type=PositiveInt, default=1, help="processes to spawn (ignored under torchrun)")
+    parse.add_argument("--devices", type=PositiveInt, default=1, help="number of processes (ignored under torchrun)")
     parse.add_argument("--accelerator", default="cpu", choices=ACCELERATORS)
     parse.add_argument("--weights", default="ema", choices=WEIGHTS, help="ema (the checkpoint's state_dict) or raw")
     parse.add_argument("--overwrite", action="store_true", help="replace another run's forecasts in --out")

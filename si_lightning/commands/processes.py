@@ -1,4 +1,4 @@
-"""The processes of a command: one, ``--devices N`` spawned here, or those torchrun started.
+"""The processes of a command: one, ``--devices N`` (this one and N - 1 spawned), or those torchrun started.
 
 ``Processes`` gives the rank, the world size and the device of this process, and a barrier; the
 sample engine needs nothing more (each rank writes its own shards, rank 0 assembles them). CPU
@@ -75,13 +75,36 @@ def _start(rank: int, world_size: int, local_rank: int, accelerator: str) -> Pro
     return Processes(rank, world_size, device)
 
 
-def _spawned(local_rank: int, world_size: int, accelerator: str, work: Callable[[Processes], Any]) -> None:
+def _run_as(local_rank: int, world_size: int, accelerator: str, work: Callable[[Processes], Any]) -> None:
     processes = _start(local_rank, world_size, local_rank, accelerator)
     try:
         work(processes)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+def _spawned(index: int, world_size: int, accelerator: str, work: Callable[[Processes], Any]) -> None:
+    """The spawned process ``index`` is rank ``index + 1``: rank 0 is the launching process."""
+    _run_as(index + 1, world_size, accelerator, work)
+
+
+def _lost_a_peer(error: BaseException) -> bool:
+    """True for the error a collective raises when another rank's process ended (gloo: connection closed)."""
+    if isinstance(error, dist.DistError):
+        return True
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and ("gloo" in text or "connection closed" in text)
+
+
+def _failure_of_a_spawned_process(context: multiprocessing.ProcessContext) -> BaseException | None:
+    """The error a spawned process ended with, if one did (waits up to 30 s for it to end: a process that
+    raised is still shutting down its interpreter when its peers see the connection close)."""
+    try:
+        context.join(timeout=30)
+    except (multiprocessing.ProcessRaisedException, multiprocessing.ProcessExitedException) as failure:
+        return failure
+    return None
 
 
 def free_port() -> int:
@@ -109,6 +132,35 @@ def run_on_processes(work: Callable[[Processes], Any], devices: int, accelerator
     if devices == 1:
         work(_start(0, 1, 0, accelerator))
         return
-    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
-    os.environ.setdefault("MASTER_PORT", str(free_port()))
-    multiprocessing.spawn(_spawned, args=(devices, accelerator, work), nprocs=devices, join=True)
+    # A rendezvous address of the caller's is kept; otherwise a free port for this run alone (rank 0 hosts
+    # the store in this process, so a second run here must not reuse the first one's port).
+    chosen = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    added = [name for name in chosen if name not in os.environ]
+    os.environ.update({name: chosen[name] for name in added})
+    try:
+        _run_on_spawned_and_this_process(work, devices, accelerator)
+    finally:
+        for name in added:
+            os.environ.pop(name, None)
+
+
+def _run_on_spawned_and_this_process(work: Callable[[Processes], Any], devices: int, accelerator: str) -> None:
+    """Ranks 1 .. N-1 spawned and rank 0 here, as Lightning's DDP does: one interpreter start fewer."""
+    context = multiprocessing.start_processes(
+        _spawned, args=(devices, accelerator, work), nprocs=devices - 1, join=False, start_method="spawn"
+    )
+    try:
+        _run_as(0, devices, accelerator, work)
+    except BaseException as error:
+        # A spawned rank that failed first leaves this one a bare "connection closed" from its collective:
+        # then the spawned rank's error, which names the cause, is reported. No spawned rank outlives this one.
+        failure = _failure_of_a_spawned_process(context) if _lost_a_peer(error) else None
+        for process in context.processes:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=10)  # reaped, not left as a zombie
+        if failure is not None:
+            raise failure from error
+        raise
+    while not context.join():
+        pass

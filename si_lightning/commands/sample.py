@@ -6,8 +6,8 @@
     si-lightning sample -c sample.yaml [--seeds 0-99]   # options from YAML; --print_config writes such a file
 
 Sample i is drawn from its seed alone (base noise, SDE noise, default label seed mod K), so the
-samples do not depend on the batch size or on the number of processes (``--devices N`` spawns N
-processes; under torchrun the processes torchrun started are used). The seeds are cut into shards
+samples do not depend on the batch size or on the number of processes (``--devices N``: this process
+and N - 1 spawned ones; under torchrun the processes torchrun started are used). The seeds are cut into shards
 of ``--shard-size``; rank r writes shards r, r + W, ...; a shard already on disk is skipped, so an
 interrupted run continues where it stopped when started again with the same settings. The output
 layout is described in ``si_lightning.commands.outputs``. A latent model's samples are decoded by its
@@ -90,7 +90,7 @@ def parser() -> CommandParser:
     parse.add_argument("--out", type=str, required=True, help="output directory")
     parse.add_argument("--batch-size", type=PositiveInt, default=64, help="samples per network call on each process")
     parse.add_argument("--shard-size", type=PositiveInt, default=1000, help="samples per shard file (resume unit)")
-    parse.add_argument("--devices", type=PositiveInt, default=1, help="processes to spawn (ignored under torchrun)")
+    parse.add_argument("--devices", type=PositiveInt, default=1, help="number of processes (ignored under torchrun)")
     parse.add_argument("--accelerator", default="auto", choices=ACCELERATORS)
     parse.add_argument("--weights", default="ema", choices=WEIGHTS, help="EMA average (state_dict) or raw weights")
     parse.add_argument("--no-png", action="store_true", help="write samples.npz only")

@@ -9,8 +9,9 @@ not pay 20 interpreter and CLI start-ups). The parent waits for the start of the
 checkpoint write (k random in 1..6: step checkpoints and last.ckpt alternate), that is a temporary
 file next to the checkpoints (or, for Lightning's own IO with ``--plain-io``, fsspec's in TMPDIR),
 waits a random 0-20 ms more and sends SIGKILL if that write is still under way (at the start of the
-next write otherwise). A temporary file left after the kill records that the kill cut a write short. Afterwards every ``last.ckpt`` is loaded with
-``torch.load(weights_only=True)``. Prints one JSON object with a record per try.
+next write otherwise). A temporary file left after the kill records that the kill cut a write short.
+Afterwards every ``last.ckpt`` is loaded with ``torch.load(weights_only=True)``. Prints one JSON
+object with a record per try.
 """
 
 from __future__ import annotations
