@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -168,7 +169,7 @@ def main(arguments: list[str]) -> int:
     summary["energy_consistency"] = {
         name: energy_consistency(path, truth) for name, path in (entry.split("=", 1) for entry in options.checkpoints)
     }
-    (out / "results.json").write_text(json.dumps(summary, indent=1))
+    (out / "results.json").write_text(compact_json(summary))
     lines = [
         f"leads 1..{leads - 1}, decorrelation lead {decorrelation}, {truth.shape[0]} held-out trajectories",
         "",
@@ -204,6 +205,22 @@ def main(arguments: list[str]) -> int:
     plot_spectra(table, out / "spectra.png", options.spectrum_from)
     plot_energy(table, summary["solver"], out / "energy.png")
     return 0
+
+
+def compact_json(value: object) -> str:
+    """JSON with floats to 6 significant digits and each list of numbers on one line (the per-lead curves)."""
+
+    def rounded(item: object) -> object:
+        if isinstance(item, float):
+            return float(f"{item:.6g}")
+        if isinstance(item, dict):
+            return {key: rounded(entry) for key, entry in item.items()}
+        if isinstance(item, list):
+            return [rounded(entry) for entry in item]
+        return item
+
+    text = json.dumps(rounded(value), indent=1)
+    return re.sub(r"\[\s+([^\[\]{}\"]*?)\s+\]", lambda match: "[" + " ".join(match.group(1).split()) + "]", text)
 
 
 def energy_cell(row: dict) -> str:

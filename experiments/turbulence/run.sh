@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # The tables of README.md: train the energy-consistent interpolant and the two trained baselines at equal
 # steps, roll each out on the held-out trajectories, score them (and persistence) against the solver.
-#   experiments/turbulence/run.sh [OVERLAY.yaml ...]   (overlays after the shipped config, e.g. --seed_everything
-#   as a file; the table used none)
+#   experiments/turbulence/run.sh [FIT ARGUMENTS ...]   (added to every fit: -c OVERLAY.yaml, --seed_everything 1)
 # Run from the repository root; writes under ${OUT:-runs/turbulence}. Three tables:
 #   short:  40 steps from the 4 test trajectories' first states, 4 members, 8 SDE steps per forecast step;
 #   long:   500 steps from the same states, 4 members, 4 SDE steps, scored against the test trajectories run
@@ -12,15 +11,13 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 config="$here/../../configs/experiments/kolmogorov-forecast.yaml"
-overlays=()
-for file in "$@"; do overlays+=(-c "$file"); done
 out="${OUT:-runs/turbulence}"
 evaluate=(python "$here/evaluate.py" --data-root "${DATA_ROOT:-data/kolmogorov}")
 mkdir -p "$out"
 for name in energy plain regression; do
   extra=()
   [ "$name" != energy ] && extra=(-c "$here/$name.yaml")
-  si-lightning fit -c "$config" "${extra[@]}" "${overlays[@]}" --trainer.logger.init_args.name "$name" \
+  si-lightning fit -c "$config" "${extra[@]}" "$@" --trainer.logger.init_args.name "$name" \
     --trainer.logger.init_args.save_dir "$out" --trainer.default_root_dir "$out" &
 done
 wait
