@@ -74,3 +74,16 @@ def test_bad_settings_are_one_line_errors(settings: dict, message: str) -> None:
     with pytest.raises(ValueError) as error:
         KolmogorovFlowDataModule(**defaults, **settings)
     assert str(error.value) == message
+
+
+def test_a_longer_split_continues_the_cached_trajectories(tmp_path: Path) -> None:
+    """generate_split with more snapshots: the same initial conditions and deterministic solver, so its first
+    frames equal the cached split's bit for bit and the rest continue them (not a new draw)."""
+    data = KolmogorovFlowDataModule(root=str(tmp_path), **TINY)
+    cached = data.trajectories("test")
+    longer = data.generate_split("test", 7)
+    assert longer.shape == (1, 7, 2, 16, 16)
+    assert torch.equal(longer[:, :4], cached)
+    assert not torch.allclose(longer[:, 4:], cached[:, -1:].expand(-1, 3, -1, -1, -1))  # the flow moves on
+    with pytest.raises(ValueError, match="^snapshots = 1: expected an integer >= 2"):
+        data.generate_split("test", 1)

@@ -109,16 +109,23 @@ class KolmogorovFlowDataModule(CoupledDataModule):
 
     def generate(self) -> dict[str, Tensor]:
         """{split: (count, snapshots, 2, N, N) float32}: each split from its own seed."""
-        return {
-            split: self.solver.trajectories(
-                self.trajectory_counts[split],
-                derived_seed(self.seed, "kolmogorov", split),
-                self.spin_up,
-                self.snapshots,
-                self.interval,
-            ).float()
-            for split in SPLITS
-        }
+        return {split: self.generate_split(split) for split in SPLITS}
+
+    def generate_split(self, split: str, snapshots: int | None = None) -> Tensor:
+        """(count, snapshots, 2, N, N) float32: the trajectories of ``split`` run for ``snapshots`` snapshots.
+
+        Not cached. The same initial conditions and solver as the cached split, so with more snapshots
+        than ``self.snapshots`` the first ``self.snapshots`` frames are the cached ones (the solver is
+        deterministic): longer held-out trajectories for long roll-outs.
+        """
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
+        snapshots = self.snapshots if snapshots is None else snapshots
+        if not is_integer(snapshots) or snapshots < 2:
+            raise ValueError(f"snapshots = {snapshots!r}: expected an integer >= 2 (one pair at least)")
+        seed = derived_seed(self.seed, "kolmogorov", split)
+        counted = self.trajectory_counts[split]
+        return self.solver.trajectories(counted, seed, self.spin_up, snapshots, self.interval).float()
 
     def load_or_generate(self) -> dict[str, Tensor]:
         """The cached trajectories of these settings, generated and written atomically when absent."""

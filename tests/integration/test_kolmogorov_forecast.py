@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from si_lightning.cli import main
 from si_lightning.physics import divergence
@@ -16,6 +17,7 @@ from tests.integration.executable import EXECUTABLE, REPOSITORY, last_line, run
 
 CONFIG = REPOSITORY / "configs" / "experiments" / "kolmogorov-forecast.yaml"
 SMOKE = REPOSITORY / "configs" / "experiments" / "kolmogorov-forecast-smoke.yaml"
+GPU = REPOSITORY / "configs" / "experiments" / "kolmogorov-forecast-gpu.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -125,9 +127,9 @@ def test_inputs_of_another_grid_are_refused(trained: Path, capsys) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("overlay", ["plain.yaml", "regression.yaml", "cpu-small.yaml"])
+@pytest.mark.parametrize("overlay", ["plain.yaml", "regression.yaml"])
 def test_experiment_overlays_fit(tmp_path: Path, overlay: str) -> None:
-    """experiments/turbulence's overlays (the baselines and the small CPU setting) on the smoke variant."""
+    """experiments/turbulence's overlays (the two trained baselines) on the smoke variant."""
     path = REPOSITORY / "experiments" / "turbulence" / overlay
     arguments = ["fit", "-c", str(CONFIG), "-c", str(path), "-c", str(SMOKE), "--trainer.accelerator", "cpu",
                  "--trainer.logger.init_args.name", "overlay"]  # fmt: skip
@@ -189,3 +191,27 @@ def test_evaluate_scores_a_forecast_folder(trained: Path, capsys: pytest.Capture
     assert record["curves"]["rmse_by_lead"] == expected["rmse_by_lead"] and record["leads"] == 3
     assert main(["evaluate", "--forecasts", str(trained / "nowhere"), "--out", str(out)]) == 2
     assert last_line(capsys.readouterr().err).startswith(f"error: --forecasts = {trained / 'nowhere'}: a folder")
+
+
+@pytest.mark.timeout(300)
+def test_gpu_config_resolves_through_the_executable_and_is_refused_without_a_gpu(tmp_path: Path) -> None:
+    """kolmogorov-forecast-gpu.yaml through the real executable (never trained here): ``fit --print_config``
+    resolves the GPU setting; without a GPU, ``fit`` stops in one line before any data is generated."""
+    result = run([str(EXECUTABLE), "fit", "-c", str(GPU), "--print_config"], tmp_path, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = yaml.safe_load(result.stdout)
+    trainer, data = config["trainer"], config["data"]["init_args"]
+    assert (trainer["accelerator"], trainer["precision"], trainer["max_steps"]) == ("gpu", "bf16-mixed", 50000)
+    assert (data["size"], data["viscosity"], data["time_step"], data["snapshots"]) == (128, 0.001, 0.005, 200)
+    backbone = config["model"]["backbone"]["init_args"]
+    assert (backbone["model_channels"], backbone["channel_multipliers"]) == (64, [1, 2, 2, 4])
+    interpolant = config["model"]["interpolant"]
+    assert interpolant["class_path"] == "si_lightning.forecasting.EnergyConsistentInterpolant"
+    assert interpolant["init_args"]["learnable"] and interpolant["init_args"]["project"]
+    assert [path.name for path in tmp_path.iterdir()] == []
+    if torch.cuda.is_available():
+        return  # a GPU would train: the refusal below is what a CPU-only machine shows
+    refused = run([str(EXECUTABLE), "fit", "-c", str(GPU)], tmp_path, timeout=240)
+    assert refused.returncode == 2
+    assert last_line(refused.stderr).startswith("error: ") and "No supported gpu backend found" in refused.stderr
+    assert "Traceback" not in refused.stderr and not (tmp_path / "data").exists()
