@@ -46,6 +46,7 @@ BRIDGE_NAMES = ("rdbm", "goub", "bbdm", "plain")
 PLAIN_SIGMA = 0.1  # the plain coupling's own base noise (digits-rdbm-bridge-plain.yaml)
 COUNT = 180  # the validation digits
 DATA_RANGE = 2.0
+QUANTISATION_MSE = (DATA_RANGE / 255) ** 2 / 12  # uniform rounding to 256 levels
 HERE = Path(__file__).resolve().parent
 
 
@@ -123,9 +124,10 @@ def trained_module(task: str, bridge: str, seed: int, steps: int, models: Path) 
     return module, training_cpu
 
 
-def psnr(prediction: torch.Tensor, truth: torch.Tensor) -> float:
-    """10 log10(range^2 / MSE) over the given pixels (inf when they are equal)."""
+def psnr(prediction: torch.Tensor, truth: torch.Tensor, floor: float = 0.0) -> float:
+    """10 log10(range^2 / max(MSE, floor)) over the given pixels (inf when they are equal and floor is 0)."""
     error = float((prediction - truth).double().pow(2).mean()) if prediction.numel() else float("nan")
+    error = max(error, floor)
     return math.inf if error == 0 else 10 * math.log10(DATA_RANGE**2 / error)
 
 
@@ -134,11 +136,14 @@ def scores(restored: torch.Tensor, truth: torch.Tensor, untouched: torch.Tensor 
     pooled squared error (inf only if every untouched pixel of every image is exact) and the SSIM map's mean."""
     restored = restored.clamp(-1, 1).double()
     truth = truth.double()
-    per_image = [psnr(restored[i], truth[i]) for i in range(truth.shape[0])]
+    # An image restored exactly (de-raining: streaks on the background, clamped to -1) would make the mean over
+    # images infinite: its MSE is floored at the 8-bit quantisation noise, (2 / 255)^2 / 12 (PSNR 58.9 dB).
+    per_image = [psnr(restored[i], truth[i], QUANTISATION_MSE) for i in range(truth.shape[0])]
     _, ssim_map = structural_similarity_index_measure(
         restored, truth, data_range=DATA_RANGE, kernel_size=7, return_full_image=True
     )
     result = {"psnr_all": sum(per_image) / len(per_image), "ssim_all": float(ssim_map.mean())}
+    result["images_at_floor"] = sum(value == psnr(truth[:1], truth[:1], QUANTISATION_MSE) for value in per_image)
     if untouched is not None:
         inside = untouched.bool().expand_as(truth)
         result["psnr_untouched"] = psnr(restored[inside], truth[inside])

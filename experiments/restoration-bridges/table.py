@@ -46,19 +46,24 @@ def estimate_of(row: dict) -> str:
     return row.get("estimate", "x0 start, 1 draw") if row["method"] in ORDER[:4] else "-"
 
 
+def estimate_order(estimate: str) -> tuple[bool, str]:
+    """The x0-start row (what ``sample --inputs`` returns) first."""
+    return (not estimate.startswith("x0"), estimate)
+
+
 def main(folder: Path) -> None:
     rows: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
     for path in sorted(folder.glob("*.json")):
         content = json.loads(path.read_text())
         for row in content if isinstance(content, list) else [content]:
             rows[(row["task"], row["method"], estimate_of(row))].append(row)
-    estimates = sorted({estimate for _, _, estimate in rows if estimate != "-"})
+    estimates = sorted({estimate for _, _, estimate in rows if estimate != "-"}, key=estimate_order)
     print("| task | method | estimate | NFE | PSNR all (dB) | PSNR untouched (dB) | SSIM all | SSIM untouched |")
     print("|---|---|---|---|---|---|---|---|")
     for task in TASK_NAMES:
         keys = sorted(
             {(method, estimate) for key, method, estimate in rows if key == task},
-            key=lambda k: (k[0] not in ORDER, ORDER.index(k[0]) if k[0] in ORDER else 0, k[0], k[1]),
+            key=lambda k: (k[0] not in ORDER, ORDER.index(k[0]) if k[0] in ORDER else 0, k[0], estimate_order(k[1])),
         )
         for method, estimate in keys:
             entries = sorted(rows[(task, method, estimate)], key=lambda row: row["seed"])
