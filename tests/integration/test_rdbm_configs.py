@@ -58,7 +58,8 @@ def fit(configs: list[str], directory: Path, *extra: str) -> Path:
     (metrics_file,) = directory.glob("*/version_0/evaluation/metrics.jsonl")
     metrics = json.loads(metrics_file.read_text().splitlines()[-1])["metrics"]
     assert (
-        f"psnr/ode-heun-nfe19/n{SMOKE_SAMPLES}" in metrics or f"psnr-hidden/ode-heun-nfe19/n{SMOKE_SAMPLES}" in metrics
+        f"psnr/ode-heun-cosine-nfe39/n{SMOKE_SAMPLES}" in metrics
+        or f"psnr-hidden/ode-heun-cosine-nfe39/n{SMOKE_SAMPLES}" in metrics
     )
     assert all(math.isfinite(value) for value in metrics.values()), metrics
     return checkpoint
