@@ -19,13 +19,19 @@ SCRIPTS = REPOSITORY / "experiments" / "restoration-bridges"
 def test_the_script_measures_every_column_and_rdbm_keeps_untouched_pixels(tmp_path):
     arguments = [sys.executable, str(SCRIPTS / "run.py"), "--steps", "2", "--seeds", "0", "--tasks", "deraining"]
     arguments += ["--bridges", "rdbm", "plain", "--baselines", "--out", str(tmp_path)]
+    arguments += ["--models", str(tmp_path / "models")]  # the trained weights it saves, out of the repository
     completed = subprocess.run(
         arguments, capture_output=True, text=True, timeout=280, env=environment(), cwd=tmp_path, check=False
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    rdbm = json.loads((tmp_path / "deraining-rdbm-seed0.json").read_text())
-    plain = json.loads((tmp_path / "deraining-plain-seed0.json").read_text())
+    # One row per estimate; the defaults give one: a single draw started at x0 (Heun, 10 uniform steps).
+    (rdbm,) = json.loads((tmp_path / "deraining-rdbm-seed0.json").read_text())
+    (plain,) = json.loads((tmp_path / "deraining-plain-seed0.json").read_text())
+    assert rdbm["estimate"] == plain["estimate"] == "x0 start, 1 draw"
     assert rdbm["nfe"] == plain["nfe"] == 19 and rdbm["steps"] == plain["steps"] == 2
+    assert sorted(path.name for path in (tmp_path / "models").iterdir()) == [
+        "deraining-plain-seed0.pt", "deraining-rdbm-seed0.pt"
+    ]  # fmt: skip
     # Untouched pixels: exact for the residual bridge whatever its training; not for the noisy plain base.
     assert math.isinf(rdbm["psnr_untouched"]) and rdbm["max_error_untouched"] == 0.0
     assert math.isfinite(plain["psnr_untouched"])
@@ -36,6 +42,7 @@ def test_the_script_measures_every_column_and_rdbm_keeps_untouched_pixels(tmp_pa
         env=environment(), check=True,
     )  # fmt: skip
     lines = table.stdout.splitlines()
-    assert lines[0].startswith("| task | method | NFE | PSNR all (dB) | PSNR untouched (dB)")
-    assert any(line.startswith("| de-raining | rdbm | 19 |") and "| inf |" in line for line in lines)
-    assert lines[-1].startswith("- de-raining: exact on untouched: True;")
+    assert lines[0].startswith("| task | method | estimate | NFE | PSNR all (dB) | PSNR untouched (dB)")
+    assert any(line.startswith("| de-raining | rdbm | x0 start, 1 draw | 19 |") and "| inf |" in line for line in lines)
+    assert any(line.startswith("- x0 start, 1 draw, de-raining: exact on untouched: True;") for line in lines)
+    assert lines[-1].startswith("- x0 start, 1 draw: target holds on every task and seed:")
