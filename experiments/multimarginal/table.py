@@ -15,7 +15,8 @@ def main() -> None:
         results = json.loads(open(path).read())
         for model, row in results["models"].items():
             coupling = results.get("coupling", "independent")
-            columns.append((f"{model}, {coupling} (seed {results['seed']})", row))
+            solver = f", {results['sampler']}" if "sampler" in results else ""  # files since the grid choice
+            columns.append((f"{model}, {coupling}{solver} (seed {results['seed']})", row))
     keys = list(dict.fromkeys(key for _, row in columns for key in row))
     print("| | " + " | ".join(name for name, _ in columns) + " |")
     print("|---|" + "---:|" * len(columns))
