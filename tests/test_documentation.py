@@ -13,8 +13,8 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 # Top-level folders whose files the text names by path (si_lightning/couplings/base.py, configs/...).
 NAMED_FOLDERS = ("si_lightning", "tests", "configs", "docs", "benchmarks", "experiments", "scripts")
 NAMED_PATH = re.compile(rf"(?<![\w/.$-])((?:{'|'.join(NAMED_FOLDERS)})/[\w./-]*\w/?)")
-# What follows a pattern rather than a path: imagenet256-{superres,inpainting}.yaml, shard-*.pt, <name>.
-PATTERN_CONTINUES = re.compile(r"[\w./-]*[{*<]")
+# What follows a pattern rather than a path: imagenet256-{superres,inpainting}.yaml, shard-*.pt, <name>, seed0-$grid.
+PATTERN_CONTINUES = re.compile(r"[\w./-]*[{*<$]")
 # Notes that lived beside the repository once, never in it (spelled in pieces so this file does not cite them).
 OUTSIDE_FILES = tuple(name + ".md" for name in ("MATH", "DESIGN", "PITFALLS")) + ("shared" + "/",)
 BINARY_SUFFIXES = (".png", ".jpg", ".npz", ".pt", ".ckpt", ".gz", ".zip")

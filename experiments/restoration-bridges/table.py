@@ -1,6 +1,6 @@
 """The markdown table of experiments/restoration-bridges/README.md from the JSON files of run.py.
 
-    python experiments/restoration-bridges/table.py experiments/restoration-bridges/results/100-steps
+    python experiments/restoration-bridges/table.py experiments/restoration-bridges/results/300-steps-heun-20-cosine
 
 Per task, method and estimate (one draw, or the mean of K draws): the mean over seeds and, in brackets, each
 seed's value; then, per estimate and task, whether the target holds (RDBM exact on untouched pixels and, over
