@@ -167,6 +167,43 @@ def test_the_ode_carries_the_exact_marginals_and_keeps_untouched_pixels(name):
         assert torch.equal(end[:, UNTOUCHED], oracle.x0[:, UNTOUCHED])
 
 
+@pytest.mark.parametrize("name", ["rdbm", "bbdm"])
+def test_draws_from_the_spread_start_reach_the_clean_law_up_to_the_left_out_mean(name):
+    """The ODE from ``spread_start`` (x0 + gamma(t0) m z at the valid interval's start t0) ends in the law
+    the exact flow gives that start; with these Gaussian data the flow map is affine per pixel,
+    x -> c_1 + k (x - c_0), k = sqrt(V_1 / V_0), so the end's mean is c_1 + k (x0 - c_0) and its variance
+    k^2 gamma(t0)^2 m^2. The offset k (x0 - c_0) = k beta(t0) (x0 - mu) is the left-out O(t0) term carried
+    by k ~ 1 / sqrt(t0): O(sqrt(t0)), here under a tenth of the posterior's standard deviation; checked to
+    be that small. Tolerances: 5 standard errors of the mean and of the variance (dopri5 at 1e-9 adds far
+    less); untouched pixels of rdbm bit for bit."""
+    modulation = support_modulation() if name == "rdbm" else torch.ones(DIM, dtype=torch.float64)
+    oracle = make_oracle(name, modulation)
+    interpolant = oracle.interpolant
+    t0, t1 = interpolant.valid_interval()
+    z = torch.randn(BATCH, DIM, generator=torch.Generator().manual_seed(11), dtype=torch.float64)
+    keep = UNTOUCHED.double().expand(BATCH, DIM) if name == "rdbm" else None
+    start = interpolant.spread_start(oracle.x0, t0, z, keep)
+    if name == "rdbm":
+        assert torch.equal(start[:, UNTOUCHED], oracle.x0[:, UNTOUCHED])
+    end = ODESampler(method="dopri5", atol=1e-9, rtol=1e-9, interval=(t0, t1)).sample(OracleFields(oracle), start).x
+    touched = ~UNTOUCHED
+    centre_start, variance_start = oracle.marginal(t0)
+    centre_end, variance_end = oracle.marginal(t1)
+    gain = (variance_end / variance_start).sqrt()
+    offset = gain * (oracle.x0 - centre_start)  # (batch, d): the left-out mean, carried to t1
+    assert float((offset[:, touched].abs() / oracle.variance[touched].sqrt()).max()) < 0.1
+    gamma_start = interpolant.coefficients(torch.tensor([t0], dtype=torch.float64)).gamma
+    expected_variance = gain**2 * gamma_start**2 * modulation**2
+    deviation = (end - centre_end - offset)[:, touched]
+    assert bool((deviation.mean(0).abs() < 5 * (expected_variance[touched] / BATCH).sqrt()).all()), deviation.mean(0)
+    tolerance = 5 * expected_variance[touched] * math.sqrt(2 / BATCH)
+    assert bool(((deviation.var(0) - expected_variance[touched]).abs() < tolerance).all())
+    # The end's spread is the posterior's to within the left-out variance beta(t0)^2 v (relative 1e-2 here).
+    assert torch.allclose(expected_variance[touched], oracle.variance[touched], rtol=1e-2)
+    if name == "rdbm":
+        assert torch.equal(end[:, UNTOUCHED], oracle.x0[:, UNTOUCHED])
+
+
 @pytest.mark.parametrize("method", ["exponential-euler", "euler-maruyama"])
 def test_the_sde_samples_the_clean_law_and_keeps_untouched_pixels_exactly(method):
     """The SDE from the degraded x0 itself (t = 1e-3, where V_t is tiny) ends in N(mu, v) on degraded pixels.

@@ -36,7 +36,6 @@ from si_lightning.callbacks.generation import held_out_data
 from si_lightning.couplings import Coupling, Denoising, Inpainting, Rain, SuperResolution, gaussian_filter
 from si_lightning.data import DigitsDataModule
 from si_lightning.interpolants import Bridge
-from si_lightning.interpolants.interpolant import broadcast_time
 from si_lightning.module import InterpolantModule
 from si_lightning.nn import UNet
 from si_lightning.sampling import ODESampler
@@ -162,14 +161,10 @@ def evaluation_inputs(task: str, sigma: float, draw: int = 0):
 
 
 def noised_start(module: InterpolantModule, x0: torch.Tensor, keep: torch.Tensor | None, t_start: float, draw: int):
-    """x0 + gamma(t_start) m z: the bridge's marginal at t_start given x0 (its mean alpha x0 + beta x1 is x0 up to
-    beta(t_start) |x1 - x0| = O(t_start)), z from (draw); m = 1 - keep for rdbm, 1 otherwise, gamma = 0 for plain."""
-    interpolant = module.interpolant
-    gamma = interpolant.coefficients(torch.full((x0.shape[0],), t_start, dtype=x0.dtype)).gamma
+    """x0 + gamma(t_start) m z (``Interpolant.spread_start``), z from (draw): m = 1 - keep for rdbm, 1 otherwise,
+    x0 itself for plain (gamma = 0). Its mean differs from the bridge's at t_start by beta(t_start) (x1 - x0)."""
     z = torch.randn(x0.shape, generator=torch.Generator().manual_seed(1000 + draw), dtype=x0.dtype)
-    if interpolant.modulated and keep is not None:
-        z = z * (1 - keep)
-    return x0 + broadcast_time(gamma, x0) * z
+    return module.interpolant.spread_start(x0, t_start, z, keep)
 
 
 def restore(module: InterpolantModule, task: str, bridge: str, sampler: ODESampler, draws: int, start: str):

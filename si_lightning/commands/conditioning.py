@@ -71,7 +71,8 @@ from si_lightning.errors import ConfigurationError
 from si_lightning.files import write_atomically
 from si_lightning.metrics import quantize_to_uint8
 from si_lightning.module import InterpolantModule
-from si_lightning.sampling import Fields, SampleResult
+from si_lightning.sampling import Fields, ODESampler, SampleResult
+from si_lightning.sampling.checks import resolve_interval
 from si_lightning.seeding import derived_seed
 
 INPUTS_EXPECTED = "a folder of images (.png, .jpg, ...) or an .npz with arr_0: uint8 (N, H, W, C)"
@@ -348,6 +349,31 @@ def inputs_shard_path(directory: Path, shard: int) -> Path:
     return directory / SHARDS / f"inputs-{shard:06d}.pt"
 
 
+def spread_start(
+    fields: Fields, sampler: ODESampler, x0: Tensor, cond: Condition | None, seeds: Sequence[int], draw: int
+) -> Tensor:
+    """x0 (n, ...) spread by the interpolant's noise at the sampler's start time, row i with z from (seeds[i], draw).
+
+    Unchanged for a Gaussian base (x0 is already a draw) or gamma = 0 (the coupling's noise spreads the draws).
+    """
+    interpolant = fields.interpolant
+    if interpolant is None or interpolant.gaussian_base or interpolant.gamma_family.is_zero:
+        return x0
+    start, _ = resolve_interval(fields, sampler.interval, need_score=False, who=repr(sampler))
+    z = torch.cat(
+        [
+            torch.randn(
+                (1, *x0.shape[1:]),
+                generator=torch.Generator(device=x0.device).manual_seed(derived_seed("bridge-start", seed, draw)),
+                device=x0.device,
+                dtype=x0.dtype,
+            )
+            for seed in seeds
+        ]
+    )
+    return interpolant.spread_start(x0, start, z, None if cond is None else cond.keep)
+
+
 class Conditioner:
     """Samples from the inputs on one process and keeps what they were conditioned on until the shard is written."""
 
@@ -379,11 +405,16 @@ class Conditioner:
     ) -> SampleResult:
         """Draw ``draw`` >= 1 of the inputs at ``positions``: the degradation of each seed, the noise of (seed, draw).
 
-        An SDE's Brownian noise comes from a seed derived from (seed, draw); nothing is kept for the pictures.
+        An SDE's Brownian noise comes from a seed derived from (seed, draw). An ODE from a bridge's input
+        (x0 is the degraded image and gamma > 0) starts from the spread x0 + gamma(t_start) m z with z from
+        (seed, draw), since from the point x0 every draw would follow the same path; nothing is kept for the
+        pictures.
         """
         images = to_model_input(self.conditioning.images.read(positions)).to(self.device)
         labels = None if labels is None else labels.to(self.device)
         x0, cond, _, _ = PREPARE[self.conditioning.kind](self.conditioning.coupling, images, labels, seeds, draw)
+        if isinstance(sampler, ODESampler):
+            x0 = spread_start(fields, sampler, x0, cond, seeds, draw)
         noise_seeds = [derived_seed("posterior-draw", seed, draw) for seed in seeds]
         return sample_from_inputs(fields, sampler, noise_seeds, x0, cond)
 

@@ -2,8 +2,10 @@
 
 Draw 0 of input i is the sample a run without the option writes (``images/``, ``arr_0``). Draws
 1 .. K-1 keep the degradation of input i's seed (the in-painting mask, the super-resolution block
-means) and differ only in the sampler's noise: the coupling noise of (seed, draw) and, for an SDE,
-Brownian noise from a seed derived from (seed, draw). Written beside the samples:
+means) and differ only in the sampler's noise: the coupling noise of (seed, draw), for an SDE
+Brownian noise from a seed derived from (seed, draw), and for a bridge under an ODE the start's spread
+x0 + gamma(t0) m z (``Interpolant.spread_start``; from the point x0 every draw would follow one path).
+Written beside the samples:
 
     draws/012000/012345-3.png   draw 3 of seed 12345 (draws 1 .. K-1; draw 0 is images/.../012345.png)
     mean/012000/012345.png      the per-pixel posterior mean of the K draws

@@ -154,6 +154,29 @@ class Interpolant:
         """
         return self.gamma_family.is_zero or self.modulated
 
+    def spread_start(self, x0: Tensor, t: float, z: Tensor, keep: Tensor | None = None) -> Tensor:
+        """x0 + gamma(t) m z: a draw of x_t given a data-dependent x0 at a small t, for posterior draws.
+
+        From the point x0 an ODE follows one deterministic path, so K draws from it are one path repeated.
+        The law of x_t | x0 at small t is x0 + beta(t) (x1 - x0) + gamma(t) m z (alpha + beta = 1); the
+        beta(t) (x1 - x0) term is O(t) and unknown without x1, so it is left out. Starting each draw here
+        lets the flow carry the spread to a draw of x1 | x0 (docs/math.md section 11).
+
+        Args:
+            x0: the degraded inputs (batch, ...).
+            t: the sampler's start time (the lower end of its interval).
+            z: standard Gaussian noise shaped like x0.
+            keep: ``cond.keep`` (batch, 1, ...) or None; m = 1 - keep for a modulated bridge, else m = 1.
+
+        Returns x0 itself for gamma = 0 (the coupling's own noise spreads the draws then).
+        """
+        if self.gamma_family.is_zero:
+            return x0
+        gamma = self.coefficients(torch.full((x0.shape[0],), float(t), dtype=x0.dtype, device=x0.device)).gamma
+        if self.modulated and keep is not None:
+            z = z * (1 - keep.to(z.dtype))
+        return x0 + broadcast_time(gamma, x0) * z
+
     @property
     def score_defined(self) -> bool:
         """Whether x_t has a Gaussian part at all, so that the score is -E[noise | x_t] / noise_scale."""

@@ -81,11 +81,14 @@ def test_rdbm_deraining_fits_and_restores_inputs_keeping_untouched_pixels_exactl
         Image.fromarray(image).save(folder / f"digit-{index}.png")
     out = tmp_path / "restored"
     arguments = ["sample", "--ckpt", str(checkpoint), "--inputs", str(folder), "--out", str(out), "--quiet"]
-    completed = run([str(EXECUTABLE), *arguments, "--sampler", "ode-heun-10"], tmp_path, timeout=240)
+    sampling = ["--sampler", "ode-heun-10", "--samples-per-input", "2"]
+    completed = run([str(EXECUTABLE), *arguments, *sampling], tmp_path, timeout=240)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert last_line(completed.stdout) == f"6 samples, 19.0 NFE per sample -> {out}"
+    assert last_line(completed.stdout) == f"6 samples, 38.0 NFE per sample -> {out}"  # 2 draws of 19
     with np.load(out / "samples.npz") as content:
         restored = torch.from_numpy(content["arr_0"]).permute(0, 3, 1, 2)
+        draws = torch.from_numpy(content["draws"]).permute(0, 1, 4, 2, 3)  # (6, 2, 1, 8, 8) uint8
+    assert torch.equal(draws[:, 0], restored)
     # Input i is degraded with seed i's streaks, as the command does; off the streaks the sample is the input.
     streaks = torch.cat(
         [coupled_input(Rain(), to_model_input(digits[i : i + 1]).float(), None, i).cond.keep for i in range(6)]
@@ -93,6 +96,10 @@ def test_rdbm_deraining_fits_and_restores_inputs_keeping_untouched_pixels_exactl
     kept = streaks.bool()
     assert 0 < int(kept.sum()) < kept.numel()
     assert torch.equal(restored[kept], digits[kept])
+    # Draw 1 starts from the bridge's spread x0 + gamma(t0) m z, not from the point x0 again: it differs
+    # from draw 0 on the streaks (m = 1) and keeps every untouched pixel (m = 0) exactly.
+    assert torch.equal(draws[:, 1][kept], digits[kept])
+    assert bool((draws[:, 1][~kept] != draws[:, 0][~kept]).any())
 
 
 @pytest.mark.timeout(120)
