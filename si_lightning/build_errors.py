@@ -51,3 +51,17 @@ def missing_package_error(error: ImportError, config: Any) -> ConfigurationError
     key = "strategy" if usual and isinstance(strategy, str) and strategy != "auto" else "accelerator"
     message = one_line(str(error)).split(" HINT:")[0]
     return ConfigurationError(f"trainer.{key}", trainer.get(key), f"one this environment supports ({message})")
+
+
+def unavailable_accelerator_error(error: Exception, config: Any) -> ConfigurationError | None:
+    """``trainer.accelerator`` when Lightning's refusal names its value ("No supported gpu backend found!").
+
+    The generic path finds no leaf named in such a message (it names the value, not the key) and would
+    report the bare ``trainer``; None when the message does not mention the accelerator given.
+    """
+    trainer = config.get("trainer") if hasattr(config, "get") else None
+    accelerator = trainer.get("accelerator") if hasattr(trainer, "get") else None
+    message = one_line(str(error))
+    if not isinstance(accelerator, str) or accelerator.lower() not in message.lower().replace("!", " ").split():
+        return None
+    return ConfigurationError("trainer.accelerator", accelerator, f"an accelerator this machine has ({message})")

@@ -39,7 +39,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveCon
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from si_lightning.build_errors import missing_package_error, optimizer_error
+from si_lightning.build_errors import missing_package_error, optimizer_error, unavailable_accelerator_error
 from si_lightning.callbacks.artifacts import run_directory
 from si_lightning.callbacks.guard import add_default_guard
 from si_lightning.callbacks.preemption import Preemption, preemption_summary
@@ -233,7 +233,8 @@ class InterpolantCLI(LightningCLI):
             super().instantiate_classes()
         except (ValueError, TypeError, MisconfigurationException, AssertionError) as error:
             base = "trainer" if getattr(self, "config_init", None) is not None and self.trainer_not_built() else None
-            raise from_exception(error, self.subcommand_config(), base) from error
+            accelerator = unavailable_accelerator_error(error, self.subcommand_config()) if base else None
+            raise (accelerator or from_exception(error, self.subcommand_config(), base)) from error
         except ImportError as error:  # an accelerator, strategy or plugin whose package is not installed
             if not self.trainer_not_built():
                 raise

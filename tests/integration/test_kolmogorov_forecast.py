@@ -218,5 +218,6 @@ def test_gpu_config_resolves_through_the_executable_and_is_refused_without_a_gpu
     capsys.readouterr()
     assert main(["fit", "-c", str(GPU)]) == 2
     stderr = capsys.readouterr().err
-    assert last_line(stderr).startswith("error: ") and "No supported gpu backend found" in stderr
+    assert last_line(stderr).startswith("error: trainer.accelerator = 'gpu': an accelerator this machine has (")
+    assert "No supported gpu backend found" in stderr
     assert "Traceback" not in stderr and not (tmp_path / "data").exists()
