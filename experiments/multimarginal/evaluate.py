@@ -14,8 +14,10 @@ Every route is the ODE (Heun, ``--steps`` steps per edge on ``--grid``, EMA weig
 the adaptive reference solve). ``--grid cosine`` puts the steps at s = sin^2(pi u / 2), u uniform: the same
 NFE, denser near both vertices where the Brownian gamma's dgamma/ds grows like 1/sqrt(s) and 1/sqrt(1 - s).
 ``--fid-samples 0`` skips generation and FID (the class-kept and cycle-RMSE rows only). The multimarginal
-model's routes (``--paths``): ``edge``, ``through-base`` (via the Gaussian vertex) and ``through-third``
-(i -> k -> j via the data marginal k that is neither end; translations only, generation is the edge's).
+model's routes (``--paths``): ``edge``, ``through-base`` (via the Gaussian vertex), ``through-third``
+(i -> k -> j via the data marginal k that is neither end; translations only, generation is the edge's) and
+``through-interior`` (one leg from i to j bending toward that same k by each ``--kappa``, the
+``InteriorPath`` of simplex_paths.py; translations only).
 """
 
 from __future__ import annotations
@@ -54,15 +56,25 @@ def inverse(marginal: int, x: torch.Tensor) -> torch.Tensor:
 class Translator:
     """Moves samples between global vertices with the multimarginal model or the matching two-marginal one."""
 
-    def __init__(self, multimarginal, pairs: dict[tuple[int, int], object], sampler: ODESampler, path: str) -> None:
-        self.multimarginal, self.pairs, self.sampler, self.path = multimarginal, pairs, sampler, path
+    def __init__(
+        self,
+        multimarginal,
+        pairs: dict[tuple[int, int], object],
+        sampler: ODESampler,
+        path: str,
+        kappa: float | None = None,
+    ) -> None:
+        self.multimarginal, self.pairs, self.sampler, self.path, self.kappa = multimarginal, pairs, sampler, path, kappa
 
     def __call__(self, x: torch.Tensor, start: int, end: int) -> torch.Tensor:
         with torch.no_grad():
-            if self.multimarginal is not None and self.path == "through-third":
-                # Via the data marginal that is neither end (only between data marginals).
+            if self.multimarginal is not None and self.path in ("through-third", "through-interior"):
+                # Via (or toward) the data marginal that is neither end (only between data marginals).
                 third = next(k for k in DATA_MARGINALS if k not in (start, end))
-                legs = route(4, start, end, "through-base", base=third)
+                if self.path == "through-third":
+                    legs = route(4, start, end, "through-base", base=third)
+                else:
+                    legs = route(4, start, end, "through-interior", via=third, kappa=self.kappa)
                 return translate(self.multimarginal.simplex_fields(), self.sampler, x, legs)[0]
             if self.multimarginal is not None:
                 legs = route(4, start, end, self.path)
@@ -104,7 +116,7 @@ def evaluate(
         back = translator(moved, j, i)
         row[f"class kept {i}->{j}"] = kept
         row[f"cycle RMSE {i}->{j}->{i}"] = (back - source).pow(2).mean().sqrt().item()
-    # through-third is a route between data marginals only: its generation from the base is the edge's
+    # through-third and through-interior are routes between data marginals only: generation is the edge's
     if not generation or fid_samples == 0:
         return row
     noise = base_noise(list(range(fid_samples)), (1, 8, 8))
@@ -132,7 +144,13 @@ def main() -> None:
         "--paths",
         default="edge,through-base",
         help="the multimarginal model's routes, of edge, through-base, through-third (via the third data "
-        "marginal: translations only)",
+        "marginal: translations only), through-interior (bending toward the third data marginal by each "
+        "--kappa: translations only)",
+    )
+    parser.add_argument(
+        "--kappa",
+        default="0.5",
+        help="through-interior: comma-separated bends in (0, 1), the share of the third marginal at the midpoint",
     )
     parser.add_argument("--out", required=True, help="results JSON")
     options = parser.parse_args()
@@ -170,13 +188,20 @@ def main() -> None:
     }
     arguments = (extractor, digits, labels, real, floor_reference, options.fid_samples)
     paths = [path.strip() for path in options.paths.split(",") if path.strip()]
-    unknown = sorted(set(paths) - {"edge", "through-base", "through-third"})
+    known = ("edge", "through-base", "through-third", "through-interior")
+    unknown = sorted(set(paths) - set(known))
     if unknown:
-        parser.error(f"--paths: unknown route(s) {', '.join(unknown)}; expected edge, through-base, through-third")
+        parser.error(f"--paths: unknown route(s) {', '.join(unknown)}; expected {', '.join(known)}")
+    kappas = [float(kappa) for kappa in options.kappa.split(",") if kappa.strip()]
+    if "through-interior" in paths and not all(0 < kappa < 1 for kappa in kappas):
+        parser.error(f"--kappa: bends in (0, 1) expected, got {options.kappa}")
     for path in paths if options.models != "pairs" else ():
-        translator = Translator(multimarginal, {}, sampler, path)
-        generation = path != "through-third"
-        results["models"][f"multimarginal, {path}"] = evaluate(translator, *arguments, generation=generation)
+        # One row per bend for through-interior; the other routes have none.
+        for kappa in kappas if path == "through-interior" else [None]:
+            translator = Translator(multimarginal, {}, sampler, path, kappa)
+            name = f"multimarginal, {path}" + ("" if kappa is None else f", kappa {kappa:g}")
+            generation = path not in ("through-third", "through-interior")
+            results["models"][name] = evaluate(translator, *arguments, generation=generation)
     if len(pairs) == 6 and options.models != "multimarginal":
         results["models"]["six two-marginal models"] = evaluate(Translator(None, pairs, sampler, "edge"), *arguments)
     Path(options.out).write_text(json.dumps(results, indent=2) + "\n")

@@ -31,7 +31,7 @@ from si_lightning.commands.seeds import choose_seeds
 from si_lightning.data.base import to_model_input
 from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
 from si_lightning.files import write_atomically
-from si_lightning.interpolants.simplex_paths import ROUTES, EdgePath, route
+from si_lightning.interpolants.simplex_paths import ROUTES, SimplexPath, route
 from si_lightning.multimarginal_module import MultimarginalModule
 from si_lightning.sampling import base_noise, translate
 
@@ -114,7 +114,7 @@ def run(options: argparse.Namespace) -> int:
         raise ConfigurationError("--to-marginal", options.to_marginal, f"a vertex other than the start {start}")
     if options.path not in (None, *ROUTES):  # SCHEDULE[:GAMMA] is for two-marginal checkpoints
         raise ConfigurationError("--path", options.path, f"a route of a multimarginal model: {', '.join(ROUTES)}")
-    legs: list[EdgePath] = route(count, start, options.to_marginal, options.path or "edge")
+    legs: list[SimplexPath] = route(count, start, options.to_marginal, options.path or "edge")
     if (out / SAMPLES).exists() and not options.overwrite:
         raise ConfigurationError("--out", str(out), "a new directory (it holds samples); pass --overwrite to replace")
     sampler, fields = spec.build(), module.simplex_fields(ema=True)

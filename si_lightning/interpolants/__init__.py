@@ -22,13 +22,14 @@ from si_lightning.interpolants.simplex import (
     SimplexSampler,
     UniformSimplex,
 )
-from si_lightning.interpolants.simplex_paths import ROUTES, EdgePath, route
+from si_lightning.interpolants.simplex_paths import PATH_KINDS, ROUTES, EdgePath, InteriorPath, SimplexPath, route
 from si_lightning.interpolants.time_samplers import TIME_SAMPLERS, LogitNormalTime, TimeSampler, UniformTime
 
 __all__ = [
     "BRIDGES",
     "GAMMAS",
     "PREDICTIONS",
+    "PATH_KINDS",
     "ROUTES",
     "SCHEDULES",
     "SIMPLEX_GAMMAS",
@@ -41,6 +42,7 @@ __all__ = [
     "EdgeSimplex",
     "Gamma",
     "Interpolant",
+    "InteriorPath",
     "InterpolantSample",
     "LogitNormalTime",
     "MixedSimplex",
@@ -49,6 +51,7 @@ __all__ = [
     "Prediction",
     "Schedule",
     "SimplexGamma",
+    "SimplexPath",
     "SimplexSampler",
     "TimeSampler",
     "UniformSimplex",

@@ -21,7 +21,7 @@ from torch import Tensor
 from si_lightning.analytic_multimarginal import GaussianMarginals, GaussianMixtureMarginals
 from si_lightning.condition import Condition
 from si_lightning.interpolants.multimarginal import MultimarginalInterpolant
-from si_lightning.interpolants.simplex_paths import EdgePath
+from si_lightning.interpolants.simplex_paths import SimplexPath
 from si_lightning.sampling.fields import Fields
 
 SimplexBackbone = Callable[[Tensor, Tensor, Condition | None], Tensor]  # (x, alpha (batch, K), cond) -> output
@@ -67,7 +67,7 @@ class PathFields(Fields):
     infinite.
     """
 
-    def __init__(self, fields: SimplexFields, path: EdgePath) -> None:
+    def __init__(self, fields: SimplexFields, path: SimplexPath) -> None:
         if path.num_marginals != fields.interpolant.num_marginals:
             raise ValueError(
                 f"the path has {path.num_marginals} vertices but the fields {fields.interpolant.num_marginals}"
@@ -102,7 +102,7 @@ class PathFields(Fields):
 
 
 def translate(
-    fields: SimplexFields, sampler, x: Tensor, legs: Sequence[EdgePath], cond: Condition | None = None, **options
+    fields: SimplexFields, sampler, x: Tensor, legs: Sequence[SimplexPath], cond: Condition | None = None, **options
 ) -> tuple[Tensor, int]:
     """Move samples x (batch, ...) of the first leg's start vertex along every leg; (result, NFE per sample).
 

@@ -93,6 +93,22 @@ def test_digits_multimarginal_smoke_fit_sample_translate_and_table(tmp_path):
     assert all(0 <= row[key] <= 1 for key in row if key.startswith("class kept"))
     assert set(results["models"]) == {"multimarginal, edge", "multimarginal, through-base"}
 
+    # The interior path: one row per bend, translations only (no FID: generation is the edge's).
+    bent = tmp_path / "bent.json"
+    evaluation = subprocess.run(
+        [
+            sys.executable, str(EXPERIMENT / "evaluate.py"), "--runs", str(root), "--seed", "0", "--steps", "1",
+            "--fid-samples", "0", "--models", "multimarginal", "--paths", "through-interior", "--kappa", "0.3,0.9",
+            "--out", str(bent),
+        ],
+        capture_output=True, text=True, timeout=240, env=environment(), cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert evaluation.returncode == 0, evaluation.stderr[-3000:]
+    models = json.loads(bent.read_text())["models"]
+    assert set(models) == {"multimarginal, through-interior, kappa 0.3", "multimarginal, through-interior, kappa 0.9"}
+    translations = {key for key in expected if not key.startswith("FID")}
+    assert all(set(row) == translations for row in models.values())
+
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
