@@ -15,19 +15,9 @@ from si_lightning.interpolants.multimarginal import MultimarginalInterpolant
 from si_lightning.interpolants.simplex_paths import EdgePath, InteriorPath, route
 from si_lightning.sampling import ODESampler
 from si_lightning.sampling.multimarginal import OracleSimplexFields, PathFields, translate
+from tests.test_multimarginal_oracle import gaussian_marginals
 
 KAPPAS = [0.05, 0.5, 0.95]
-
-
-def gaussian_marginals(interpolant: MultimarginalInterpolant) -> GaussianMarginals:
-    """Marginal 0 is N(0, I); the others have distinct means and full covariances (as in the oracle tests)."""
-    generator = torch.Generator().manual_seed(11)
-    count = interpolant.num_marginals
-    means = 3.0 * torch.randn(count, 2, generator=generator, dtype=torch.float64)
-    factors = torch.randn(count, 2, 2, generator=generator, dtype=torch.float64)
-    covariances = factors @ factors.transpose(1, 2) + 0.3 * torch.eye(2, dtype=torch.float64)
-    means[0], covariances[0] = 0.0, torch.eye(2, dtype=torch.float64)
-    return GaussianMarginals(means, covariances, interpolant)
 
 
 def whitened_draw(oracle: GaussianMarginals, marginal: int, count: int) -> torch.Tensor:
