@@ -4,7 +4,7 @@
 #   experiments/turbulence/run.sh [FIT ARGUMENTS ...]   (added to every fit: -c OVERLAY.yaml, --seed_everything 1)
 # Run from the repository root; writes under ${OUT:-runs/turbulence}. Three tables:
 #   short:  40 steps from the 4 test trajectories' first states, 4 members, 8 SDE steps per forecast step;
-#   long:   500 steps from the same states, 4 members, 4 SDE steps, scored against the test trajectories run
+#   long:   500 steps from the same states, 4 members, 8 SDE steps, scored against the test trajectories run
 #           on by the solver to 501 snapshots, the spectrum averaged over leads 100-500 (floor: 16 independent
 #           solver trajectories);
 #   spread: 10 steps from 36 windows of the test trajectories, 8 members, 8 SDE steps (the spread-skill ratio).
@@ -26,7 +26,7 @@ wait
 "${evaluate[@]}" --write-inputs "$out/windows.npz" --window 10
 
 # table, inputs, steps, members of the stochastic models, SDE steps
-tables=("short held-out.npz 40 4 8" "long held-out.npz 500 4 4" "spread windows.npz 10 8 8")
+tables=("short held-out.npz 40 4 8" "long held-out.npz 500 4 8" "spread windows.npz 10 8 8")
 for entry in "${tables[@]}"; do
   read -r table inputs steps members sde_steps <<<"$entry"
   for name in energy plain regression; do
