@@ -157,19 +157,27 @@ class EnergyConsistentInterpolant(nn.Module, Interpolant):
     def forecast(self, network: Network, x0: Tensor, steps: int, noise: Callable[[int], Tensor]) -> Tensor:
         """X_1 from X_0 = x0 (batch, ...) by ``steps`` Euler-Maruyama steps of dX = b dtau + sigma dW.
 
-        ``noise(k)`` gives the standard normal increment of step k (batch, ...); the state is projected
-        at the end (its increments already are; this removes rounding).
+        The drift is taken at the step's start; the noise of step k is the stochastic integral of the
+        deterministic sigma over the step, exactly N(0, int sigma^2 dtau), not sigma(tau_k)^2 h: with
+        sigma = eps (1 - tau) the left-point variance overshoots the total eps^2 / 3 by a relative
+        3 / (2 n) + 1 / (2 n^2) over n steps (20 % at 8), and white noise lands on the small scales.
+        ``noise(k)`` gives the standard normal increment of step k (batch, ...); the state is projected at
+        the end (its increments already are; this removes rounding).
         """
         if not is_integer(steps) or steps < 1:
             raise ValueError(f"steps = {steps!r}: expected an integer >= 1")
         h, x = 1.0 / steps, x0
         for k in range(steps):
             t = torch.full((x0.shape[0],), k * h, dtype=x0.dtype, device=x0.device)
-            sigma = self.noise * (1 - k * h)
             x = x + h * self.drift(network, x, t)
-            if sigma > 0:
-                x = x + sigma * h**0.5 * self.projected(noise(k))
+            deviation = self.step_noise(k * h, (k + 1) * h)
+            if deviation > 0:
+                x = x + deviation * self.projected(noise(k))
         return self.projected(x)
+
+    def step_noise(self, start: float, end: float) -> float:
+        """sqrt(int_start^end sigma(tau)^2 dtau) = eps sqrt(((1 - start)^3 - (1 - end)^3) / 3)."""
+        return self.noise * max((1 - start) ** 3 - (1 - end) ** 3, 0.0) ** 0.5 / 3**0.5
 
 
 class OneStepRegression(nn.Module, Interpolant):
