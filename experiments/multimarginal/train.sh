@@ -11,12 +11,13 @@ SEED="${SEED:-0}"
 STEPS="${STEPS:-3000}"
 MODELS="${MODELS:-all}"
 PAIR_STEPS=$((STEPS / 6))
+EXTRA=("$@")  # the script's own arguments, added to every fit
 fit() {  # name, extra arguments
     local name="$1"
     shift
     si-lightning fit -c "$CONFIG" --seed_everything "$SEED" --trainer.default_root_dir "$OUT" \
         --trainer.logger.init_args.save_dir "$OUT" --trainer.logger.init_args.name "$name" \
-        --trainer.logger.init_args.version "seed$SEED" --trainer.enable_progress_bar false "$@"
+        --trainer.logger.init_args.version "seed$SEED" --trainer.enable_progress_bar false "$@" "${EXTRA[@]}"
 }
 TIMEFORMAT="%R s wall, %U s user CPU"  # each fit's times (bash's time keyword) go to stderr
 if [[ "$MODELS" != pairs ]]; then
