@@ -69,15 +69,20 @@ from si_lightning.commands.samplers import SamplerOption, SamplerSpec, sampler_s
 from si_lightning.commands.seeds import choose_seeds
 from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
 
+# Heun on the uniform grid suits the two-marginal schedules, whose velocity is bounded at both ends.
+DEFAULT_SAMPLER = "ode-heun-50"
+
 
 def parser() -> CommandParser:
     parse = CommandParser.for_command(prog="si-lightning sample", description=__doc__.split("\n")[0])
     parse.add_argument("--ckpt", type=str, required=True, help="checkpoint written by si-lightning fit")
     parse.add_argument(
         "--sampler",
-        type=SamplerOption,
-        default="ode-heun-50",
-        help="a preset name (ode-heun-50, dopri5, ...), a YAML file, or a class_path/init_args block",
+        type=SamplerOption | None,
+        help=(
+            "a preset name (ode-heun-50, dopri5, ...), a YAML file, or a class_path/init_args block "
+            f"(default {DEFAULT_SAMPLER}; {multimarginal.DEFAULT_SAMPLER} for a multimarginal checkpoint)"
+        ),
     )
     parse.add_argument("--num-samples", type=PositiveInt | None, help="samples from seeds 0 .. N-1 (or --seeds)")
     parse.add_argument("--seeds", type=CommaList | None, help="seed list: 0-49999, 0,5,9 or 0-9,100-109")
@@ -199,7 +204,7 @@ def make_plan(options: Namespace) -> SamplePlan:
     the files or another option is checked here.
     """
     check_output_path(options.out)
-    spec = sampler_spec(options.sampler)
+    spec = sampler_spec(DEFAULT_SAMPLER if options.sampler is None else options.sampler)
     choices = request(options, spec)
     module = load_model(options.ckpt, options.weights)
     multimarginal.refuse_for_two_marginal_model(module)

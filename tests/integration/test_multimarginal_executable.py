@@ -42,13 +42,16 @@ def test_digits_multimarginal_smoke_fit_sample_translate_and_table(tmp_path):
     sample = run(
         [
             str(EXECUTABLE), "sample", "--ckpt", str(checkpoint), "--to-marginal", "2", "--num-samples", "4",
-            "--sampler", "ode-euler-2", "--out", str(generated), "--quiet",
+            "--out", str(generated), "--quiet",
         ],
         tmp_path,
         120,
     )  # fmt: skip
     assert sample.returncode == 0, sample.stderr[-3000:]
-    assert last_line(sample.stdout) == f"4 samples, marginal 0 -> 2, 2 NFE per sample -> {generated}"
+    # Without --sampler a multimarginal checkpoint gets Heun 50 on the cosine grid (99 NFE), not the uniform grid.
+    assert last_line(sample.stdout) == f"4 samples, marginal 0 -> 2, 99 NFE per sample -> {generated}"
+    recorded = json.loads((generated / "record.json").read_text())["sampler"]
+    assert recorded["init_args"] == {"method": "heun", "steps": 50, "grid": "cosine"}
     with np.load(generated / "samples.npz") as content:
         assert content["arr_0"].shape == (4, 8, 8, 1) and content["arr_0"].dtype == np.uint8
     assert len(list((generated / "images").rglob("*.png"))) == 4
