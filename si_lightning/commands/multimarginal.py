@@ -2,15 +2,15 @@
 
     si-lightning sample --ckpt C --to-marginal j --num-samples 64 --out DIR
     si-lightning sample --ckpt C --inputs DIR_OR_NPZ --from-marginal i --to-marginal j \\
-        [--path edge|through-base] --out DIR
+        [--path edge|through-base | --via k] --out DIR
 
 Without ``--inputs`` sample n starts from the Gaussian vertex 0 with the base noise of seed n (the same
 per-seed noise as every other model) and follows the edge 0 -> j. With ``--inputs`` image n (a folder
 sorted by path, or an .npz in ADM's layout) is a sample of marginal i and is carried along the route
-(docs/math.md section 12): ``edge`` i -> j, or ``through-base`` i -> 0 -> j. Written: images/ (one PNG per
-sample, named by its seed or input index), samples.npz (ADM's layout, ``arr_0``) and record.json.
-The argument parsing of ``sample`` only adds the three options (``add_arguments``) and hands a run that
-names ``--to-marginal`` to ``run`` here.
+(docs/math.md section 12): ``edge`` i -> j, ``through-base`` i -> 0 -> j, or with ``--via k`` the two edges
+i -> k -> j. Written: images/ (one PNG per sample, named by its seed or input index), samples.npz (ADM's
+layout, ``arr_0``) and record.json. The argument parsing of ``sample`` only adds the options
+(``add_arguments``) and hands a run that names ``--to-marginal`` to ``run`` here.
 """
 
 from __future__ import annotations
@@ -46,11 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     other checkpoints' SCHEDULE[:GAMMA] (``commands.choices``): a route name here."""
     parser.add_argument("--from-marginal", type=int, help="multimarginal models: the vertex of --inputs")
     parser.add_argument("--to-marginal", type=int, help="multimarginal models: the vertex to generate or reach")
+    parser.add_argument("--via", type=int, help="multimarginal models: go through this vertex (two edges)")
 
 
 def requested(options: argparse.Namespace) -> bool:
     """Whether the run names a multimarginal option (then ``run`` here handles it)."""
-    named = any(getattr(options, name, None) is not None for name in ("from_marginal", "to_marginal"))
+    named = any(getattr(options, name, None) is not None for name in ("from_marginal", "to_marginal", "via"))
     return named or getattr(options, "path", None) in ROUTES
 
 
@@ -65,7 +66,7 @@ def load_multimarginal(options: argparse.Namespace) -> MultimarginalModule:
     if not isinstance(module, MultimarginalModule):
         key, value = next(
             (f"--{name.replace('_', '-')}", getattr(options, name))
-            for name in ("to_marginal", "from_marginal", "path")
+            for name in ("to_marginal", "from_marginal", "via", "path")
             if getattr(options, name) is not None
         )
         raise ConfigurationError(key, value, "unset: the checkpoint is not a multimarginal model")
@@ -100,6 +101,22 @@ def starting_points(options: argparse.Namespace, module: MultimarginalModule) ->
     return to_model_input(images[names]), names, options.from_marginal
 
 
+def legs_of(options: argparse.Namespace, count: int, start: int) -> list[SimplexPath]:
+    """The route's legs: ``--path`` (edge or through-base), or two edges through the vertex ``--via``."""
+    if options.via is None:
+        return route(count, start, options.to_marginal, options.path or "edge")
+    if options.path is not None:
+        raise ConfigurationError(
+            "--path", options.path, "unset with --via (the route is the two edges via that vertex)"
+        )
+    check_vertex("--via", options.via, count)
+    if options.via in (start, options.to_marginal):
+        raise ConfigurationError(
+            "--via", options.via, f"a vertex other than the start {start} and the end {options.to_marginal}"
+        )
+    return route(count, start, options.to_marginal, "through-base", base=options.via)
+
+
 def run(options: argparse.Namespace) -> int:
     """Check every option, then generate or translate batch by batch and write the outputs."""
     if options.batch_size < 1:
@@ -119,7 +136,7 @@ def run(options: argparse.Namespace) -> int:
         raise ConfigurationError("--to-marginal", options.to_marginal, f"a vertex other than the start {start}")
     if options.path not in (None, *ROUTES):  # SCHEDULE[:GAMMA] is for two-marginal checkpoints
         raise ConfigurationError("--path", options.path, f"a route of a multimarginal model: {', '.join(ROUTES)}")
-    legs: list[SimplexPath] = route(count, start, options.to_marginal, options.path or "edge")
+    legs: list[SimplexPath] = legs_of(options, count, start)
     if (out / SAMPLES).exists() and not options.overwrite:
         raise ConfigurationError("--out", str(out), "a new directory (it holds samples); pass --overwrite to replace")
     sampler, fields = spec.build(), module.simplex_fields(ema=True)

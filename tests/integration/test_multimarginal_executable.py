@@ -69,6 +69,19 @@ def test_digits_multimarginal_smoke_fit_sample_translate_and_table(tmp_path):
     assert last_line(translation.stdout) == f"4 samples, marginal 2 -> 0 -> 3, 4 NFE per sample -> {translated}"
     assert json.loads((translated / "record.json").read_text())["route"] == [2, 0, 3]
 
+    # --via k: the two edges through vertex k (here the upright digits between rotated and inverted).
+    via = tmp_path / "via"
+    translation = run(
+        [
+            str(EXECUTABLE), "sample", "--ckpt", str(checkpoint), "--inputs", str(generated), "--from-marginal", "2",
+            "--to-marginal", "3", "--via", "1", "--sampler", "ode-euler-2", "--out", str(via),
+        ],
+        tmp_path,
+        120,
+    )  # fmt: skip
+    assert translation.returncode == 0, translation.stderr[-3000:]
+    assert last_line(translation.stdout) == f"4 samples, marginal 2 -> 1 -> 3, 4 NFE per sample -> {via}"
+
     refused = run(
         [str(EXECUTABLE), "sample", "--ckpt", str(checkpoint), "--to-marginal", "9", "--out", str(tmp_path / "x")],
         tmp_path,
@@ -107,9 +120,9 @@ def test_digits_multimarginal_smoke_fit_sample_translate_and_table(tmp_path):
     ("override", "key", "message"),
     [
         (
-            ["--model.backbone.init_args.out_channels", "4"],
+            ["--model.backbone.init_args.out_channels", "5"],
             "model.backbone.init_args.out_channels",
-            "needs a backbone with out_channels = 5 (5 x 1 data channels), got out_channels = 4",
+            "needs a backbone with out_channels = 4 (4 x 1 data channels), got out_channels = 5",
         ),
         (["--model.interpolant.init_args.gamma", "browian"], "model.interpolant.init_args.gamma", "unknown simplex"),
         (["--data.init_args.marginals", "[identity, gaussian]"], "data.init_args.marginals", "may only be the first"),

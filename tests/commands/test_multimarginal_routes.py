@@ -1,0 +1,41 @@
+"""The route ``si-lightning sample`` takes on a multimarginal checkpoint: --path, or two edges via --via."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from si_lightning.commands.multimarginal import legs_of
+from si_lightning.errors import ConfigurationError
+
+
+def options(path: str | None = None, via: int | None = None, to_marginal: int = 3) -> argparse.Namespace:
+    return argparse.Namespace(path=path, via=via, to_marginal=to_marginal)
+
+
+def vertices(legs: list) -> list[int]:
+    return [leg.start for leg in legs] + [legs[-1].end]
+
+
+@pytest.mark.parametrize(
+    ("path", "via", "expected"),
+    [(None, None, [1, 3]), ("edge", None, [1, 3]), ("through-base", None, [1, 0, 3]), (None, 2, [1, 2, 3])],
+)
+def test_the_route_visits_the_named_vertices(path: str | None, via: int | None, expected: list[int]) -> None:
+    assert vertices(legs_of(options(path, via), count=4, start=1)) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "via", "message"),
+    [
+        (None, 3, "--via = 3: a vertex other than the start 1 and the end 3"),
+        (None, 1, "--via = 1: a vertex other than the start 1 and the end 3"),
+        (None, 7, "--via = 7: a marginal of this model, 0..3"),
+        ("edge", 2, "--path = 'edge': unset with --via (the route is the two edges via that vertex)"),
+    ],
+)
+def test_a_bad_via_names_its_key(path: str | None, via: int, message: str) -> None:
+    with pytest.raises(ConfigurationError) as error:
+        legs_of(options(path, via), count=4, start=1)
+    assert str(error.value) == message
