@@ -26,11 +26,12 @@ from si_lightning.commands.checkpoints import file_sha256, load_model
 from si_lightning.commands.checks import check_output_path
 from si_lightning.commands.inputs import read_images
 from si_lightning.commands.outputs import SAMPLES, npz_bytes, to_uint8_hwc, write_pngs, write_record
-from si_lightning.commands.samplers import sampler_spec
+from si_lightning.commands.samplers import SamplerSpec, sampler_spec
 from si_lightning.commands.seeds import choose_seeds
 from si_lightning.data.base import to_model_input
 from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
 from si_lightning.files import write_atomically
+from si_lightning.interpolants.multimarginal import MultimarginalInterpolant
 from si_lightning.interpolants.simplex_paths import ROUTES, SimplexPath, route
 from si_lightning.multimarginal_module import MultimarginalModule
 from si_lightning.sampling import base_noise, translate
@@ -117,6 +118,14 @@ def legs_of(options: argparse.Namespace, count: int, start: int) -> list[Simplex
     return route(count, start, options.to_marginal, "through-base", base=options.via)
 
 
+def check_sampler(spec: SamplerSpec, interpolant: MultimarginalInterpolant, name: object) -> None:
+    """An SDE needs the score -eta / gamma, which a model without latent noise (gamma = 0) does not learn."""
+    if spec.class_path.endswith("SDESampler") and not interpolant.has_denoiser:
+        raise ConfigurationError(
+            "--sampler", name, f"an ODE sampler ({DEFAULT_SAMPLER}, dopri5, ...): the model has gamma = 0, no score"
+        )
+
+
 def run(options: argparse.Namespace) -> int:
     """Check every option, then generate or translate batch by batch and write the outputs."""
     if options.batch_size < 1:
@@ -127,6 +136,7 @@ def run(options: argparse.Namespace) -> int:
     out = check_output_path(options.out)
     spec = sampler_spec(DEFAULT_SAMPLER if options.sampler is None else options.sampler)
     module = load_multimarginal(options)
+    check_sampler(spec, module.interpolant, options.sampler)
     count = module.interpolant.num_marginals
     if options.to_marginal is None:
         raise ConfigurationError("--to-marginal", "unset", f"a vertex in 0..{count - 1}")

@@ -1,4 +1,5 @@
-"""The route ``si-lightning sample`` takes on a multimarginal checkpoint: --path, or two edges via --via."""
+"""What ``si-lightning sample`` checks on a multimarginal checkpoint: the route (--path, or two edges via
+--via) and a sampler the model's fields can drive."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ import argparse
 
 import pytest
 
-from si_lightning.commands.multimarginal import legs_of
+from si_lightning.commands.multimarginal import check_sampler, legs_of
+from si_lightning.commands.samplers import sampler_spec
 from si_lightning.errors import ConfigurationError
+from si_lightning.interpolants import MultimarginalInterpolant
 
 
 def options(path: str | None = None, via: int | None = None, to_marginal: int = 3) -> argparse.Namespace:
@@ -39,3 +42,15 @@ def test_a_bad_via_names_its_key(path: str | None, via: int, message: str) -> No
     with pytest.raises(ConfigurationError) as error:
         legs_of(options(path, via), count=4, start=1)
     assert str(error.value) == message
+
+
+def test_an_sde_needs_latent_noise() -> None:
+    sde = sampler_spec("sde-euler-sigma-100")
+    check_sampler(sde, MultimarginalInterpolant(num_marginals=4, gamma="brownian"), "sde-euler-sigma-100")
+    check_sampler(sampler_spec("ode-heun-20"), MultimarginalInterpolant(num_marginals=4, gamma="zero"), "ode-heun-20")
+    with pytest.raises(ConfigurationError) as error:
+        check_sampler(sde, MultimarginalInterpolant(num_marginals=4, gamma="zero"), "sde-euler-sigma-100")
+    assert str(error.value) == (
+        "--sampler = 'sde-euler-sigma-100': an ODE sampler (ode-heun-cosine-50, dopri5, ...): the model has "
+        "gamma = 0, no score"
+    )
