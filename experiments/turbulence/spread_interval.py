@@ -43,7 +43,10 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     options = parser.parse_args()
-    with np.load(Path(options.forecast) / "trajectories.npz") as content:
+    path = Path(options.forecast) / "trajectories.npz"
+    if not path.is_file():
+        parser.error(f"FORECAST_DIR = {options.forecast!r}: a forecast output folder with trajectories.npz")
+    with np.load(path) as content:
         forecasts, truth = torch.from_numpy(content["forecasts"]), torch.from_numpy(content["truth"])
     leads = min(options.leads, truth.shape[1] - 1)
     mean, low, high = bootstrap(ratios_by_input(forecasts, truth, leads), options.resamples, options.seed)
