@@ -38,7 +38,7 @@ from si_lightning.sampling import base_noise, translate
 
 # The Brownian simplex gamma's rate grows like 1/sqrt(s) at both ends of a leg, where the cosine grid's
 # steps shrink like 1/steps^2: at the same NFE it cuts the cycle error of a translation tenfold against
-# the uniform grid (experiments/multimarginal/README.md).
+# the uniform grid (experiments/multimarginal/README.md, whose gamma = 0 figures use this grid too).
 DEFAULT_SAMPLER = "ode-heun-cosine-50"
 
 

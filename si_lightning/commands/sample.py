@@ -69,7 +69,7 @@ from si_lightning.commands.samplers import SamplerOption, SamplerSpec, sampler_s
 from si_lightning.commands.seeds import choose_seeds
 from si_lightning.errors import EXIT_SUCCESS, ConfigurationError
 
-# Heun on the uniform grid suits the two-marginal schedules, whose velocity is bounded at both ends.
+# The default of a two-marginal checkpoint; a multimarginal one has its own (commands/multimarginal.py).
 DEFAULT_SAMPLER = "ode-heun-50"
 
 
