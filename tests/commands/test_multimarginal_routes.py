@@ -7,7 +7,7 @@ import argparse
 
 import pytest
 
-from si_lightning.commands.multimarginal import check_sampler, legs_of
+from si_lightning.commands.multimarginal import check_sampler, legs_of, requested
 from si_lightning.commands.samplers import sampler_spec
 from si_lightning.errors import ConfigurationError
 from si_lightning.interpolants import MultimarginalInterpolant
@@ -54,3 +54,13 @@ def test_an_sde_needs_latent_noise() -> None:
         "--sampler = 'sde-euler-sigma-100': an ODE sampler (ode-heun-cosine-50, dopri5, ...): the model has "
         "gamma = 0, no score"
     )
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [({"path": "through-base"}, True), ({"via": 2}, True), ({"path": "linear"}, False), ({}, False)],
+)
+def test_sample_hands_a_route_to_the_multimarginal_command(settings: dict, expected: bool) -> None:
+    # --path is shared with the two-marginal checkpoints' SCHEDULE[:GAMMA]: only a route name is multimarginal.
+    names = {"path": None, "via": None, "from_marginal": None, "to_marginal": None}
+    assert requested(argparse.Namespace(**{**names, **settings})) is expected

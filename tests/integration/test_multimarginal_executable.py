@@ -56,31 +56,20 @@ def test_digits_multimarginal_smoke_fit_sample_translate_and_table(tmp_path):
         assert content["arr_0"].shape == (4, 8, 8, 1) and content["arr_0"].dtype == np.uint8
     assert len(list((generated / "images").rglob("*.png"))) == 4
 
+    # --via k: the two edges through vertex k (here the upright digits between rotated and inverted);
+    # --path through-base is the same route via vertex 0 (tests/commands/test_multimarginal_routes.py).
     translated = tmp_path / "inverted"
     translation = run(
         [
             str(EXECUTABLE), "sample", "--ckpt", str(checkpoint), "--inputs", str(generated), "--from-marginal", "2",
-            "--to-marginal", "3", "--path", "through-base", "--sampler", "ode-euler-2", "--out", str(translated),
+            "--to-marginal", "3", "--via", "1", "--sampler", "ode-euler-2", "--out", str(translated),
         ],
         tmp_path,
         120,
     )  # fmt: skip
     assert translation.returncode == 0, translation.stderr[-3000:]
-    assert last_line(translation.stdout) == f"4 samples, marginal 2 -> 0 -> 3, 4 NFE per sample -> {translated}"
-    assert json.loads((translated / "record.json").read_text())["route"] == [2, 0, 3]
-
-    # --via k: the two edges through vertex k (here the upright digits between rotated and inverted).
-    via = tmp_path / "via"
-    translation = run(
-        [
-            str(EXECUTABLE), "sample", "--ckpt", str(checkpoint), "--inputs", str(generated), "--from-marginal", "2",
-            "--to-marginal", "3", "--via", "1", "--sampler", "ode-euler-2", "--out", str(via),
-        ],
-        tmp_path,
-        120,
-    )  # fmt: skip
-    assert translation.returncode == 0, translation.stderr[-3000:]
-    assert last_line(translation.stdout) == f"4 samples, marginal 2 -> 1 -> 3, 4 NFE per sample -> {via}"
+    assert last_line(translation.stdout) == f"4 samples, marginal 2 -> 1 -> 3, 4 NFE per sample -> {translated}"
+    assert json.loads((translated / "record.json").read_text())["route"] == [2, 1, 3]
 
     refused = run(
         [str(EXECUTABLE), "sample", "--ckpt", str(checkpoint), "--to-marginal", "9", "--out", str(tmp_path / "x")],
